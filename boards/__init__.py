@@ -1,0 +1,1 @@
+"""Board top-levels and the FPGA build flow."""

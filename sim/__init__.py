@@ -1,0 +1,1 @@
+"""Reference model, driver model and testbench helpers."""

@@ -1,0 +1,1 @@
+"""viommu: a hardware virtio-iommu."""
