@@ -31,7 +31,7 @@ __all__ = [
     "REQ_READABLE_SIZE", "REQ_TAIL_SIZE",
     # internal stream payloads
     "ReqBeat", "RespBeat", "lookup_request_layout", "LookupVia", "lookup_response_layout",
-    "Features",
+    "Features", "mapping_entry_layout", "endpoint_state_layout", "DomainState",
     # helpers
     "pack", "unpack", "sizeof",
 ]
@@ -361,3 +361,42 @@ def lookup_response_layout(endpoint_width):
         "iova":     unsigned(64),
         "write":    unsigned(1),
     })
+
+
+# --- internal state of the core ----------------------------------------------------------
+
+def mapping_entry_layout(page_bits, dslot_bits):
+    """One mapping-table (CAM) entry.
+
+    ``start`` / ``end`` are inclusive page numbers (IOVA >> page_shift), so the last page of
+    the 64-bit space is representable. ``offset`` is ``phys_page - start`` modulo
+    ``2**page_bits``: the translation is ``iova + (offset << page_shift)``. ``dslot`` names
+    the domain slot the entry belongs to.
+    """
+    return data.StructLayout({
+        "valid":  unsigned(1),
+        "dslot":  unsigned(dslot_bits),
+        "start":  unsigned(page_bits),
+        "end":    unsigned(page_bits),
+        "offset": unsigned(page_bits),
+        "read":   unsigned(1),
+        "write":  unsigned(1),
+        "mmio":   unsigned(1),
+    })
+
+
+def endpoint_state_layout(dslot_bits):
+    """State of one endpoint: attached or not, to which domain slot, and whether that
+    domain was created with ATTACH_F_BYPASS (copied here for the lookup path)."""
+    return data.StructLayout({
+        "attached": unsigned(1),
+        "dslot":    unsigned(dslot_bits),
+        "bypass":   unsigned(1),
+    })
+
+
+class DomainState(data.Struct):
+    """State of one domain slot: whether it holds a live domain, its ID and bypass type."""
+    valid:  1
+    id:     32
+    bypass: 1

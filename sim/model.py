@@ -362,3 +362,15 @@ def probe(endpoint, reserved=0):
 
 
 __all__ += ["attach", "detach", "map_", "unmap", "probe"]
+
+
+def _model_copy(self):
+    """An independent copy of the model's state (same params, features, bypass)."""
+    new = DeviceModel.__new__(DeviceModel)
+    new.params, new.features, new.bypass = self.params, self.features, self.bypass
+    new.endpoints = dict(self.endpoints)
+    new.domains = {k: _Domain(d.bypass, dict(d.mappings)) for k, d in self.domains.items()}
+    return new
+
+
+DeviceModel.copy = _model_copy

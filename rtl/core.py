@@ -1,0 +1,138 @@
+"""The device core: request executor, mapping table and translation lookup ports.
+
+Data flow::
+
+    req (ReqBeat stream) --> Executor --> resp (RespBeat stream)
+                               |  ^
+                   write/kill/ |  | query results
+                       query   v  |
+                           MappingTable ----entries----+
+                               Executor --endpoints----+--> LookupPort[i] --> lookup[i].resp
+                                            lookup[i].req -----^
+
+The core knows nothing of virtqueues or transports: a virtqueue engine streams it each
+request's readable bytes and writes back what it answers; the transport provides the
+negotiated features, the ``bypass`` configuration bit and ``clear`` (device reset).
+
+Ordering contract
+-----------------
+Let a request's response be first valid (``resp.valid``) in cycle ``c``.
+
+1. Every lookup *presented* in cycle ``c`` or later is decided against a state that
+   includes the request's effect (and the effects of all earlier requests).
+2. For requests that can remove access (UNMAP, DETACH, ATTACH that moves an endpoint),
+   every lookup *response* delivered in cycle ``c`` or later reflects the request: the
+   executor holds the response back until lookups decided against the old state have left
+   the 3-cycle pipeline. A transport therefore only has to complete an UNMAP (write its
+   used-ring entry) after it has taken the response, and no lookup response granting the
+   removed range can appear after that.
+3. Lookup responses delivered between the request's first beat and cycle ``c`` reflect
+   either the old or the new state, never a mixture: each request changes the state at a
+   single clock edge.
+"""
+
+from amaranth.hdl import Module, ResetInserter
+from amaranth.lib import wiring, stream
+from amaranth.lib.wiring import In, Out
+
+from .layouts import (ReqBeat, RespBeat, Features, lookup_request_layout,
+                      lookup_response_layout)
+from .params import CoreParams
+from .executor import Executor
+from .mapping_table import MappingTable
+from .lookup import LookupPort, LOOKUP_LATENCY
+from .util import ceil_log2
+
+
+__all__ = ["Core", "LookupSignature", "LOOKUP_LATENCY"]
+
+
+def LookupSignature(endpoint_width):
+    """A lookup port seen from the core: requests in, responses out (3 cycles later)."""
+    return wiring.Signature({
+        "req":  In(stream.Signature(lookup_request_layout(endpoint_width), always_ready=True)),
+        "resp": Out(stream.Signature(lookup_response_layout(endpoint_width),
+                                     always_ready=True)),
+    })
+
+
+class Core(wiring.Component):
+    """The virtio-iommu device core.
+
+    Parameters are those of :class:`~.params.CoreParams`, given as keyword arguments or as
+    a ready ``params=CoreParams(...)``.
+
+    Ports
+    -----
+    req : In(stream.Signature(ReqBeat))
+        Requests' device-readable bytes (see :class:`~.layouts.ReqBeat`).
+    resp : Out(stream.Signature(RespBeat))
+        What to write into each request's device-writable part, in request order.
+    lookup : Out(LookupSignature).array(lookup_ports)
+        Translation lookup ports, one lookup per cycle each, answered 3 cycles later.
+    features : In(Features)
+        Negotiated features (only the device-specific ones matter here).
+    bypass : In(1)
+        Bit 0 of the ``bypass`` configuration byte.
+    clear : In(1)
+        Device reset: every endpoint detached, every domain and mapping gone, the request
+        in progress abandoned (its response is never produced).
+    busy : Out(1)
+        A request is being worked on.
+    """
+
+    def __init__(self, *, params=None, **kwargs):
+        if params is None:
+            params = CoreParams(**kwargs)
+        elif kwargs:
+            raise TypeError("give either params= or keyword parameters, not both")
+        elif not isinstance(params, CoreParams):
+            raise TypeError(f"params must be a CoreParams, not {params!r}")
+        self.params = params
+        super().__init__({
+            "req":      In(stream.Signature(ReqBeat)),
+            "resp":     Out(stream.Signature(RespBeat)),
+            "lookup":   Out(LookupSignature(params.endpoint_width)).array(params.lookup_ports),
+            "features": In(Features),
+            "bypass":   In(1),
+            "clear":    In(1),
+            "busy":     Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+
+        self.executor = executor = Executor(p)
+        self.table = table = MappingTable(entries=p.entries, page_bits=p.page_bits,
+                                          dslot_bits=ceil_log2(p.n_endpoints))
+        reset = ResetInserter(self.clear)
+        m.submodules.executor = reset(executor)
+        m.submodules.table = reset(table)
+
+        wiring.connect(m, wiring.flipped(self.req), executor.req)
+        wiring.connect(m, executor.resp, wiring.flipped(self.resp))
+        m.d.comb += [
+            executor.features.eq(self.features),
+            executor.bypass.eq(self.bypass),
+            self.busy.eq(executor.busy),
+        ]
+        for name in ("write_en", "write_index", "write_entry", "kill", "kill_dslot_en",
+                     "kill_dslot", "query_x", "query_y", "query_dslot"):
+            m.d.comb += getattr(table, name).eq(getattr(executor, f"table_{name}"))
+        for name in ("x_ge_start", "y_le_end", "in_domain", "free_valid", "free_index"):
+            m.d.comb += getattr(executor, f"table_{name}").eq(getattr(table, name))
+
+        self.lookup_ports = []
+        for i in range(p.lookup_ports):
+            port = LookupPort(p)
+            self.lookup_ports.append(port)
+            m.submodules[f"lookup{i}"] = port
+            wiring.connect(m, wiring.flipped(self.lookup[i].req), port.req)
+            wiring.connect(m, port.resp, wiring.flipped(self.lookup[i].resp))
+            m.d.comb += [
+                port.entries.eq(table.entries),
+                port.endpoints.eq(executor.endpoints),
+                port.unattached_bypass.eq(executor.unattached_bypass),
+            ]
+        return m

@@ -1,0 +1,456 @@
+"""Request executor: request bytes in, table updates and status/probe bytes out."""
+
+from amaranth.hdl import Module, Signal, Cat, Const, Mux
+from amaranth.lib import wiring, data, stream
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .layouts import (ReqBeat, RespBeat, Features, ReqType, Status, AttachFlag,
+                      AttachReq, DetachReq, MapReq, UnmapReq, ProbeReq, REQ_READABLE_SIZE,
+                      REQ_TAIL_SIZE, mapping_entry_layout, endpoint_state_layout, DomainState)
+from .lookup import LOOKUP_LATENCY
+from .util import tree_or, tree_any, onehot_encode, priority_encode, ceil_log2
+
+
+__all__ = ["Executor"]
+
+_U64 = (1 << 64) - 1
+#: Request bytes kept for decoding (the largest structure but PROBE's reserved tail).
+_BUF_WORDS = 5
+#: Saturation limit of the byte counter (anything above the largest structure will do).
+_COUNT_MAX = 255
+
+
+class Executor(wiring.Component):
+    """Decodes requests, checks them against the specification's rules and applies them.
+
+    The executor owns the endpoint and domain-slot state and drives the
+    :class:`~.mapping_table.MappingTable`'s write, kill and query ports.
+
+    Ports
+    -----
+    req : In(stream.Signature(ReqBeat))
+        The device-readable bytes of one request after another, 8 per beat
+        (see :class:`~.layouts.ReqBeat`). Accepted one beat per cycle while the executor is
+        receiving; held off (``ready`` low) while it works on a request.
+    resp : Out(stream.Signature(RespBeat))
+        For each request, the bytes to write into its device-writable part
+        (see :class:`~.layouts.RespBeat`): the 4-byte tail, or probe properties plus tail,
+        or a single empty beat when nothing is written.
+    features, bypass : In
+        Negotiated features and the ``bypass`` configuration byte's bit 0.
+    endpoints, domains : Out
+        Endpoint and domain-slot state, for the lookup ports.
+    unattached_bypass : Out(1)
+        Unattached endpoints bypass translation (BYPASS_CONFIG and bypass = 1, or F_BYPASS).
+    table_* : Out/In
+        Connected to the mapping table (see :class:`~.mapping_table.MappingTable`).
+
+    Timing (cycles, one beat per cycle on both streams)::
+
+        request  beats  decode  table  wait  response
+        ATTACH     3      2       -     3     1
+        DETACH     3      2       -     3     1
+        MAP        5      2       1     -     1
+        UNMAP      4      2       2     3     1
+        PROBE      9      2       -     -     probe_size / 8 + 1
+
+    i.e. 9 cycles per MAP and 12 per UNMAP, independent of the table size. The "wait" of
+    requests that can remove access lets lookups already in the pipeline drain, so that
+    from the cycle the response's first beat is valid every lookup *response* reflects the
+    request (see :mod:`.core`).
+    """
+
+    def __init__(self, params):
+        self._params = params
+        n_eps = params.n_endpoints
+        self._dslot_bits = ceil_log2(n_eps)
+        entry = mapping_entry_layout(params.page_bits, self._dslot_bits)
+        super().__init__({
+            "req":  In(stream.Signature(ReqBeat)),
+            "resp": Out(stream.Signature(RespBeat)),
+            "features": In(Features),
+            "bypass":   In(1),
+            "busy":     Out(1),
+            "endpoints": Out(data.ArrayLayout(endpoint_state_layout(self._dslot_bits), n_eps)),
+            "domains":   Out(data.ArrayLayout(DomainState, n_eps)),
+            "unattached_bypass": Out(1),
+            "table_write_en":      Out(1),
+            "table_write_index":   Out(range(params.entries)),
+            "table_write_entry":   Out(entry),
+            "table_kill":          Out(params.entries),
+            "table_kill_dslot_en": Out(1),
+            "table_kill_dslot":    Out(self._dslot_bits),
+            "table_query_x":       Out(params.page_bits),
+            "table_query_y":       Out(params.page_bits),
+            "table_query_dslot":   Out(self._dslot_bits),
+            "table_x_ge_start":    In(params.entries),
+            "table_y_le_end":      In(params.entries),
+            "table_in_domain":     In(params.entries),
+            "table_free_valid":    In(1),
+            "table_free_index":    In(range(params.entries)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self._params
+        n, n_eps, shift = p.entries, p.n_endpoints, p.page_shift
+        dsb = self._dslot_bits
+        feat = self.features
+
+        m.d.comb += self.unattached_bypass.eq((feat.bypass_config & self.bypass) | feat.bypass)
+
+        # --- request buffer ---------------------------------------------------------------
+        buf = Signal(64 * _BUF_WORDS)
+        count = Signal(range(_COUNT_MAX + 1))      # readable bytes (saturating)
+        beat = Signal(range(16))                   # beat index (saturating)
+        extra_nz = Signal()                        # a nonzero byte at offset 40..71
+        wlen = Signal(16)
+
+        attach = AttachReq(buf[:160])
+        detach = DetachReq(buf[:160])
+        map_ = MapReq(buf[:288])
+        unmap = UnmapReq(buf[:224])
+        probe = ProbeReq(Cat(buf, Const(0, 576 - len(buf))))   # reserved[] beyond buf: extra_nz
+        rtype = buf[:8]
+
+        # --- decoded request (stage D1 registers) -------------------------------------------
+        d = Signal(data.StructLayout({
+            "type_ok": 1, "short": 1, "reserved_nz": 1, "flags_bad": 1,
+            "dom_out": 1, "ep_known": 1, "ep_oh": n_eps, "dom_exists": 1, "dom_slot": dsb,
+            "dom_bypass": 1, "misaligned": 1, "reversed": 1, "iova_out": 1,
+            "size": 64, "vs_m1": 64, "ve_p1": 65, "resv_ovl": n_eps,
+        }))
+
+        # --- table-dependent results ----------------------------------------------------
+        overlap = Signal(n)
+
+        # --- response -------------------------------------------------------------------
+        status = Signal(8)
+        resp_len = Signal(16)       # bytes to write
+        resp_props = Signal()       # properties come from the ROM (PROBE OK)
+        resp_ep = Signal(range(n_eps))
+        resp_beat = Signal(range(p.probe_size // 8 + 2))
+        wait = Signal(range(LOOKUP_LATENCY + 1))
+
+        eps = self.endpoints
+        doms = self.domains
+
+        # Probe property ROM: one block of probe_size bytes per distinct property set.
+        words = p.probe_size // 8
+        blobs, blob_of_ep = [], []
+        for ep_id in p.endpoint_ids:
+            props = p.probe_properties(ep_id)
+            if props not in blobs:
+                blobs.append(props)
+            blob_of_ep.append(blobs.index(props))
+        rom_init = [int.from_bytes(b[8 * k:8 * k + 8], "little")
+                    for b in blobs for k in range(words)]
+        m.submodules.probe_rom = rom = Memory(shape=64, depth=len(rom_init), init=rom_init)
+        rom_rd = rom.read_port(domain="comb")
+        blob_base = Signal(range(len(rom_init) + 1))
+        with m.Switch(resp_ep):
+            for e in range(n_eps):
+                with m.Case(e):
+                    m.d.comb += blob_base.eq(blob_of_ep[e] * words)
+        m.d.comb += rom_rd.addr.eq(blob_base + resp_beat)
+
+        # Response beat generation: byte lane j of beat k is byte 8k+j of the answer.
+        tail_pos = Signal(16)
+        m.d.comb += tail_pos.eq(resp_len - REQ_TAIL_SIZE)
+        lanes = []
+        for j in range(8):
+            pos = resp_beat * 8 + j
+            prop = Mux(resp_props, rom_rd.data.word_select(j, 8), 0)
+            lanes.append(Mux(pos < tail_pos, prop, Mux(pos == tail_pos, status, 0)))
+        remaining = Signal(17)
+        m.d.comb += [
+            remaining.eq(resp_len - resp_beat * 8),
+            self.resp.payload.data.eq(Cat(lanes)),
+            self.resp.payload.nbytes.eq(Mux(remaining > 8, 8, remaining)),
+            self.resp.payload.last.eq(remaining <= 8),
+        ]
+
+        # Helpers for endpoint / domain state.
+        ep_index = onehot_encode(d.ep_oh, n_eps)
+        ep_cur = eps[0].shape()(tree_or(
+            [Cat(d.ep_oh[e].replicate(len(eps[e].as_value()))) & eps[e].as_value()
+             for e in range(n_eps)], len(eps[0].as_value())))
+
+        def others_in(slot):
+            """Another attached endpoint than the request's is in domain slot ``slot``."""
+            return tree_any([~d.ep_oh[e] & eps[e].attached & (eps[e].dslot == slot)
+                             for e in range(n_eps)])
+
+        def respond(st, length=REQ_TAIL_SIZE, props=0, then="RESP"):
+            m.d.sync += [status.eq(st), resp_len.eq(length), resp_props.eq(props),
+                         resp_beat.eq(0), wait.eq(0)]
+            m.next = then
+
+        with m.FSM(name="fsm"):
+            with m.State("RECV"):
+                m.d.comb += self.req.ready.eq(1)
+                beat_in = self.req.payload
+                nb = Mux(beat_in.last, Mux(beat_in.nbytes > 8, 8, beat_in.nbytes), 8)
+                mask = Cat((nb > j).replicate(8) for j in range(8))
+                word = beat_in.data & mask
+                with m.If(self.req.valid):
+                    for k in range(_BUF_WORDS):
+                        with m.If(beat == k):
+                            m.d.sync += buf.word_select(k, 64).eq(word)
+                    with m.If((beat >= _BUF_WORDS) & (beat < 9) & (word != 0)):
+                        m.d.sync += extra_nz.eq(1)
+                    m.d.sync += [
+                        count.eq(Mux(count + nb > _COUNT_MAX, _COUNT_MAX, count + nb)),
+                        beat.eq(Mux(beat == 15, 15, beat + 1)),
+                    ]
+                    with m.If(beat_in.last):
+                        m.d.sync += wlen.eq(beat_in.wlen)
+                        m.next = "DECODE"
+
+            with m.State("DECODE"):
+                # D1: field checks that need no table state, endpoint and domain matching.
+                is_ = lambda t: rtype == t
+                short = Mux(count == 0, 1, 0)
+                for t, size in REQ_READABLE_SIZE.items():
+                    short = Mux(is_(t), count < size, short)
+                ep_field = Mux(is_(ReqType.PROBE), probe.endpoint, attach.endpoint)
+                dom_field = attach.domain       # offset 4 in ATTACH, DETACH, MAP and UNMAP
+                dom_hit = [doms[s].valid & (doms[s].id == dom_field) for s in range(n_eps)]
+                vs = map_.virt_start    # MAP and UNMAP share these offsets
+                ve = map_.virt_end
+                attach_known = Mux(feat.bypass_config, AttachFlag.BYPASS, 0)
+                map_known = Cat(Const(1, 1), Const(1, 1), feat.mmio)
+                regions, reg_ovl = [], []
+                if p.resv_regions:
+                    regions = sorted({r for rs in p.resv_regions.values() for r in rs},
+                                     key=lambda r: (r.start, r.end, r.subtype))
+                    reg_ovl = [(vs <= r.end) & (ve >= r.start) for r in regions]
+                m.d.sync += [
+                    d.type_ok.eq((rtype >= ReqType.ATTACH) & (rtype <= ReqType.PROBE) &
+                                 (count != 0)),
+                    d.short.eq(short),
+                    d.reserved_nz.eq(Mux(is_(ReqType.ATTACH), attach.reserved != 0,
+                                     Mux(is_(ReqType.DETACH), detach.reserved != 0,
+                                     Mux(is_(ReqType.UNMAP), unmap.reserved != 0,
+                                     Mux(is_(ReqType.PROBE),
+                                         (buf[64:320] != 0) | extra_nz, 0))))),
+                    d.flags_bad.eq(Mux(is_(ReqType.ATTACH), (attach.flags & ~attach_known) != 0,
+                                   Mux(is_(ReqType.MAP), (map_.flags & ~map_known) != 0, 0))),
+                    d.dom_out.eq((dom_field < p.domain_range[0]) |
+                                 (dom_field > p.domain_range[1])),
+                    d.ep_known.eq(tree_any([ep_field == ep_id for ep_id in p.endpoint_ids])),
+                    d.ep_oh.eq(Cat(ep_field == ep_id for ep_id in p.endpoint_ids)),
+                    d.dom_exists.eq(tree_any(dom_hit)),
+                    d.dom_slot.eq(onehot_encode(Cat(dom_hit), n_eps)),
+                    d.dom_bypass.eq(tree_any([dom_hit[s] & doms[s].bypass
+                                              for s in range(n_eps)])),
+                    d.misaligned.eq((map_.virt_start[:shift] != 0) |
+                                    (map_.phys_start[:shift] != 0) |
+                                    (~map_.virt_end[:shift] != 0)),
+                    d.reversed.eq(ve < vs),
+                    d.iova_out.eq((vs < p.input_range[0]) | (ve > p.input_range[1])),
+                    d.size.eq(ve - vs),
+                    d.vs_m1.eq(vs - 1),
+                    d.ve_p1.eq(ve + 1),
+                    d.resv_ovl.eq(Cat(
+                        tree_any([reg_ovl[k] for k, r in enumerate(regions)
+                                  if r in p.resv_regions[ep_id]])
+                        for ep_id in p.endpoint_ids)),
+                ]
+                m.next = "CHECK"
+
+            with m.State("CHECK"):
+                # D2: the specification's checks, in the reference model's order. MAP and
+                # UNMAP ask the table about the range (results next cycle).
+                m.d.comb += [
+                    # MAP and UNMAP share the offsets of virt_start and virt_end.
+                    self.table_query_x.eq(map_.virt_end[shift:]),
+                    self.table_query_y.eq(map_.virt_start[shift:]),
+                    self.table_query_dslot.eq(d.dom_slot),
+                ]
+                phys_over = (Cat(map_.phys_start, Const(0, 1)) + d.size)[64]
+                resv_conflict = tree_any([d.resv_ovl[e] & eps[e].attached &
+                                          (eps[e].dslot == d.dom_slot) for e in range(n_eps)])
+                with m.If(~d.type_ok):
+                    respond(0, length=0)
+                with m.Elif(rtype == ReqType.PROBE):
+                    with m.If(~feat.probe):
+                        respond(0, length=0)
+                    with m.Elif(d.short):
+                        respond(Status.INVAL, length=p.probe_size + REQ_TAIL_SIZE)
+                    with m.Elif(wlen < p.probe_size + REQ_TAIL_SIZE):
+                        respond(Status.INVAL, length=Mux(wlen < REQ_TAIL_SIZE,
+                                                         REQ_TAIL_SIZE, wlen))
+                    with m.Elif(d.reserved_nz):
+                        respond(Status.INVAL, length=p.probe_size + REQ_TAIL_SIZE)
+                    with m.Elif(~d.ep_known):
+                        respond(Status.NOENT, length=p.probe_size + REQ_TAIL_SIZE)
+                    with m.Else():
+                        m.d.sync += resp_ep.eq(ep_index)
+                        respond(Status.OK, length=p.probe_size + REQ_TAIL_SIZE, props=1)
+                with m.Elif(d.short):
+                    respond(Status.INVAL)
+                with m.Elif(rtype == ReqType.ATTACH):
+                    with m.If(d.reserved_nz | d.flags_bad):
+                        respond(Status.INVAL)
+                    with m.Elif(d.dom_out):
+                        respond(Status.RANGE)
+                    with m.Elif(~d.ep_known):
+                        respond(Status.NOENT)
+                    with m.Elif(d.dom_exists &
+                                (d.dom_bypass != attach.flags[0])):
+                        respond(Status.INVAL)
+                    with m.Elif(ep_cur.attached & d.dom_exists & (ep_cur.dslot == d.dom_slot)):
+                        respond(Status.OK)
+                    with m.Else():
+                        self._attach(m, d, attach, ep_cur, ep_index, others_in)
+                        respond(Status.OK, then="WAIT")
+                with m.Elif(rtype == ReqType.DETACH):
+                    with m.If(d.reserved_nz):
+                        respond(Status.INVAL)
+                    with m.Elif(d.dom_out):
+                        respond(Status.RANGE)
+                    with m.Elif(~d.ep_known):
+                        respond(Status.NOENT)
+                    with m.Elif(~(ep_cur.attached & d.dom_exists &
+                                  (ep_cur.dslot == d.dom_slot))):
+                        respond(Status.INVAL)
+                    with m.Else():
+                        self._leave(m, ep_cur, ep_index, others_in)
+                        respond(Status.OK, then="WAIT")
+                with m.Elif(~feat.map_unmap):
+                    respond(Status.UNSUPP)
+                with m.Elif(rtype == ReqType.MAP):
+                    with m.If(d.flags_bad):
+                        respond(Status.INVAL)
+                    with m.Elif(d.dom_out | d.misaligned):
+                        respond(Status.RANGE)
+                    with m.Elif(d.reversed):
+                        respond(Status.INVAL)
+                    with m.Elif(d.iova_out | phys_over):
+                        respond(Status.RANGE)
+                    with m.Elif(~d.dom_exists):
+                        respond(Status.NOENT)
+                    with m.Elif(d.dom_bypass | resv_conflict):
+                        respond(Status.INVAL)
+                    with m.Else():
+                        m.next = "MAP"
+                with m.Else():   # UNMAP
+                    with m.If(d.reserved_nz):
+                        respond(Status.INVAL)
+                    with m.Elif(d.dom_out):
+                        respond(Status.RANGE)
+                    with m.Elif(d.reversed):
+                        respond(Status.INVAL)
+                    with m.Elif(d.iova_out):
+                        respond(Status.RANGE)
+                    with m.Elif(~d.dom_exists):
+                        respond(Status.NOENT)
+                    with m.Elif(d.dom_bypass):
+                        respond(Status.INVAL)
+                    with m.Else():
+                        m.next = "UNMAP_OVERLAP"
+
+            with m.State("MAP"):
+                ovl = (self.table_x_ge_start & self.table_y_le_end & self.table_in_domain)
+                with m.If(ovl.any()):
+                    respond(Status.INVAL)
+                with m.Elif(~self.table_free_valid):
+                    respond(Status.NOMEM)
+                with m.Else():
+                    entry = self.table_write_entry
+                    m.d.comb += [
+                        self.table_write_en.eq(1),
+                        self.table_write_index.eq(self.table_free_index),
+                        entry.valid.eq(1),
+                        entry.dslot.eq(d.dom_slot),
+                        entry.start.eq(map_.virt_start[shift:]),
+                        entry.end.eq(map_.virt_end[shift:]),
+                        entry.offset.eq(map_.phys_start[shift:] - map_.virt_start[shift:]),
+                        entry.read.eq(map_.flags[0]),
+                        entry.write.eq(map_.flags[1]),
+                        entry.mmio.eq(map_.flags[2]),
+                    ]
+                    respond(Status.OK)
+
+            with m.State("UNMAP_OVERLAP"):
+                # Overlap: virt_start <= end_i and virt_end >= start_i (asked in CHECK).
+                m.d.sync += overlap.eq(self.table_x_ge_start & self.table_y_le_end &
+                                       self.table_in_domain)
+                # Coverage: virt_start <= start_i  <=>  not (virt_start - 1 >= start_i), and
+                #           end_i <= virt_end      <=>  not (virt_end + 1 <= end_i).
+                m.d.comb += [
+                    self.table_query_x.eq(d.vs_m1[shift:]),
+                    self.table_query_y.eq(d.ve_p1[shift:64]),
+                    self.table_query_dslot.eq(d.dom_slot),
+                ]
+                m.next = "UNMAP_COVER"
+
+            with m.State("UNMAP_COVER"):
+                vs_zero = unmap.virt_start == 0
+                ve_max = d.ve_p1[64]
+                covered = (Mux(vs_zero, Const(-1, n), ~self.table_x_ge_start) &
+                           Mux(ve_max, Const(-1, n), ~self.table_y_le_end))
+                with m.If((overlap & ~covered).any()):
+                    respond(Status.RANGE)
+                with m.Else():
+                    m.d.comb += self.table_kill.eq(overlap)
+                    respond(Status.OK, then="WAIT")
+
+            with m.State("WAIT"):
+                # Let lookups decided against the old state leave the pipeline.
+                m.d.sync += wait.eq(wait + 1)
+                with m.If(wait == LOOKUP_LATENCY - 1):
+                    m.next = "RESP"
+
+            with m.State("RESP"):
+                m.d.comb += self.resp.valid.eq(1)
+                with m.If(self.resp.ready):
+                    m.d.sync += resp_beat.eq(resp_beat + 1)
+                    with m.If(self.resp.payload.last):
+                        m.d.sync += [beat.eq(0), count.eq(0), extra_nz.eq(0), buf.eq(0)]
+                        m.next = "RECV"
+
+        m.d.comb += self.busy.eq(~self.req.ready)
+        return m
+
+    def _leave(self, m, ep_cur, ep_index, others_in):
+        """The request's endpoint leaves its domain, which dies if it was the last one."""
+        eps, doms = self.endpoints, self.domains
+        with m.Switch(ep_index):
+            for e in range(len(eps)):
+                with m.Case(e):
+                    m.d.sync += eps[e].attached.eq(0)
+        with m.If(~others_in(ep_cur.dslot)):
+            with m.Switch(ep_cur.dslot):
+                for s in range(len(doms)):
+                    with m.Case(s):
+                        m.d.sync += doms[s].valid.eq(0)
+            m.d.comb += [self.table_kill_dslot_en.eq(1),
+                         self.table_kill_dslot.eq(ep_cur.dslot)]
+
+    def _attach(self, m, d, attach, ep_cur, ep_index, others_in):
+        """Attach the request's endpoint to the request's domain (created if absent)."""
+        eps, doms = self.endpoints, self.domains
+        n_eps = len(eps)
+        with m.If(ep_cur.attached):
+            self._leave(m, ep_cur, ep_index, others_in)
+        # A free slot always exists: live domains never outnumber attached endpoints, so
+        # if every slot is live the endpoint's old domain is the one dying now.
+        free_any, free_slot = priority_encode(Cat(~doms[s].valid for s in range(n_eps)), n_eps)
+        slot = Signal(self._dslot_bits)
+        m.d.comb += slot.eq(Mux(d.dom_exists, d.dom_slot,
+                                Mux(free_any, free_slot, ep_cur.dslot)))
+        bypass = attach.flags[0]
+        with m.If(~d.dom_exists):
+            with m.Switch(slot):
+                for s in range(n_eps):
+                    with m.Case(s):
+                        m.d.sync += [doms[s].valid.eq(1), doms[s].id.eq(attach.domain),
+                                     doms[s].bypass.eq(bypass)]
+        with m.Switch(ep_index):
+            for e in range(n_eps):
+                with m.Case(e):
+                    m.d.sync += [eps[e].attached.eq(1), eps[e].dslot.eq(slot),
+                                 eps[e].bypass.eq(bypass)]

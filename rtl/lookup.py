@@ -1,0 +1,179 @@
+"""Translation lookup port: endpoint DMA address in, allow/deny and physical address out."""
+
+from amaranth.hdl import Module, Signal, Cat, Const
+from amaranth.lib import wiring, data, stream
+from amaranth.lib.wiring import In, Out
+
+from .layouts import (lookup_request_layout, lookup_response_layout, mapping_entry_layout,
+                      endpoint_state_layout, LookupVia, FaultReason, FaultFlag, ResvSubtype)
+from .util import tree_or, tree_any, ceil_log2
+
+
+__all__ = ["LookupPort", "LOOKUP_LATENCY", "region_checks"]
+
+
+#: Cycles from a lookup request to its response.
+LOOKUP_LATENCY = 3
+
+
+def region_checks(params, addr):
+    """Compare ``addr`` against every distinct reserved region of ``params`` (constants).
+
+    Returns ``(regions, hits)``: the distinct regions and, for each, a 1-bit value that is
+    set when ``addr`` lies in it.
+    """
+    regions = sorted({r for rs in params.resv_regions.values() for r in rs},
+                     key=lambda r: (r.start, r.end, r.subtype))
+    hits = [(addr >= r.start) & (addr <= r.end) for r in regions]
+    return regions, hits
+
+
+class LookupPort(wiring.Component):
+    """One translation lookup port, fully pipelined.
+
+    A request ``{endpoint, iova, write}`` presented on :attr:`req` (``valid`` high) in cycle
+    ``t`` is answered on :attr:`resp` in cycle ``t + 3``; one request per cycle, no
+    backpressure. The request is decided against the table state of cycle ``t`` (see the
+    ordering contract in :mod:`.core`).
+
+    Pipeline:
+
+    * cycle t: endpoint ID decoded against the configured IDs; its state (attached, domain
+      slot, bypass domain) and its reserved regions (MSI window, RESERVED) checked;
+      every CAM entry compares ``iova``'s page number with its ``[start, end]`` and its
+      domain slot with the endpoint's (two carry chains and a small equality per entry).
+      Registered: one hit bit per entry.
+    * cycle t+1: the hit entry's offset and permissions are selected (AND-OR over entries;
+      entries of one domain never overlap, so at most one bit is set).
+    * cycle t+2: the decision and ``phys = iova + (offset << page_shift)``; registered
+      onto :attr:`resp` for cycle t+3.
+
+    The state inputs (:attr:`entries`, :attr:`endpoints`, :attr:`unattached_bypass`) come
+    from the core's tables. The request inputs feed the comparators directly, so they
+    should be driven from flip-flops.
+    """
+
+    def __init__(self, params):
+        self._params = params
+        n_eps = params.n_endpoints
+        self._dslot_bits = ceil_log2(n_eps)
+        ew = params.endpoint_width
+        super().__init__({
+            "req":  In(stream.Signature(lookup_request_layout(ew), always_ready=True)),
+            "resp": Out(stream.Signature(lookup_response_layout(ew), always_ready=True)),
+            "entries": In(data.ArrayLayout(
+                mapping_entry_layout(params.page_bits, self._dslot_bits), params.entries)),
+            "endpoints": In(data.ArrayLayout(endpoint_state_layout(self._dslot_bits), n_eps)),
+            "unattached_bypass": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self._params
+        n, n_eps, shift = p.entries, p.n_endpoints, p.page_shift
+        req = self.req.payload
+
+        # --- stage 1: decode, compare ---------------------------------------------------
+        ep_hit = [req.endpoint == ep_id for ep_id in p.endpoint_ids]
+        ep_state = self.endpoints[0].shape()(tree_or(
+            [Cat(ep_hit[e].replicate(len(self.endpoints[e].as_value()))) &
+             self.endpoints[e].as_value() for e in range(n_eps)],
+            len(self.endpoints[0].as_value())))
+
+        regions, region_hit = region_checks(p, req.iova)
+        msi_by_ep, resv_by_ep = [], []
+        for ep_id in p.endpoint_ids:
+            mine = p.resv_regions[ep_id]
+            msi_by_ep.append(tree_any([region_hit[k] for k, r in enumerate(regions)
+                                       if r in mine and r.subtype == ResvSubtype.MSI]))
+            resv_by_ep.append(tree_any([region_hit[k] for k, r in enumerate(regions)
+                                        if r in mine and r.subtype == ResvSubtype.RESERVED]))
+
+        page = req.iova[shift:]
+        s1_hit = Signal(n)
+        s1 = Signal(data.StructLayout({
+            "valid": 1, "known": 1, "attached": 1, "bypass": 1, "ub": 1, "msi": 1, "resv": 1,
+            "endpoint": len(req.endpoint), "iova": 64, "write": 1}))
+        m.d.sync += [
+            s1.valid.eq(self.req.valid),
+            s1.known.eq(tree_any(ep_hit)),
+            s1.attached.eq(ep_state.attached),
+            s1.bypass.eq(ep_state.bypass),
+            s1.ub.eq(self.unattached_bypass),
+            s1.msi.eq(tree_any([ep_hit[e] & msi_by_ep[e] for e in range(n_eps)])),
+            s1.resv.eq(tree_any([ep_hit[e] & resv_by_ep[e] for e in range(n_eps)])),
+            s1.endpoint.eq(req.endpoint),
+            s1.iova.eq(req.iova),
+            s1.write.eq(req.write),
+        ]
+        for i in range(n):
+            e = self.entries[i]
+            m.d.sync += s1_hit[i].eq(e.valid & (e.dslot == ep_state.dslot) &
+                                     (page >= e.start) & (page <= e.end))
+
+        # --- stage 2: select the hit entry ----------------------------------------------
+        # An entry's payload can only change when it is rewritten, which the executor does
+        # only to a slot that has been invalid for at least two cycles: the payload read
+        # here is the one of the entry that matched in stage 1.
+        pw = p.page_bits
+        payload = lambda e: Cat(e.offset, e.read, e.write, e.mmio)
+        sel = tree_or([Cat(s1_hit[i].replicate(pw + 3)) & payload(self.entries[i])
+                       for i in range(n)], pw + 3)
+        s2 = Signal(data.StructLayout({
+            "hit": 1, "offset": pw, "read": 1, "write_ok": 1, "mmio": 1}))
+        s2_ctl = Signal.like(s1)
+        m.d.sync += [
+            s2.hit.eq(s1_hit.any()),
+            Cat(s2.offset, s2.read, s2.write_ok, s2.mmio).eq(sel),
+            s2_ctl.eq(s1),
+        ]
+
+        # --- stage 3: decide ------------------------------------------------------------
+        c = s2_ctl
+        resp = self.resp.payload
+        access = Signal(9)
+        m.d.comb += access.eq(Cat(~c.write, c.write, Const(0, 6), Const(1, 1)))
+        readable = s2.read | (s2.write_ok if p.write_only_reads else 0)
+        perm_ok = Cat(readable, s2.write_ok).bit_select(c.write, 1)
+        m.d.sync += [
+            self.resp.valid.eq(c.valid),
+            resp.endpoint.eq(c.endpoint),
+            resp.iova.eq(c.iova),
+            resp.write.eq(c.write),
+            resp.phys.eq(c.iova),
+            resp.mmio.eq(0),
+            resp.flags.eq(0),
+            resp.reason.eq(0),
+        ]
+
+        def allow(via, phys=None, mmio=0):
+            m.d.sync += [resp.allowed.eq(1), resp.via.eq(via), resp.mmio.eq(mmio)]
+            if phys is not None:
+                m.d.sync += resp.phys.eq(phys)
+
+        def deny(reason):
+            m.d.sync += [resp.allowed.eq(0), resp.via.eq(LookupVia.NONE),
+                         resp.reason.eq(reason), resp.flags.eq(access)]
+
+        with m.If(~c.known):
+            deny(FaultReason.UNKNOWN)
+        with m.Elif(~c.attached):
+            with m.If(c.ub):
+                allow(LookupVia.BYPASS)
+            with m.Else():
+                deny(FaultReason.DOMAIN)
+        with m.Elif(c.bypass):
+            allow(LookupVia.BYPASS)
+        with m.Elif(c.msi):
+            with m.If(c.write):
+                allow(LookupVia.MSI)
+            with m.Else():
+                deny(FaultReason.MAPPING)
+        with m.Elif(c.resv):
+            deny(FaultReason.MAPPING)
+        with m.Elif(s2.hit & perm_ok):
+            phys = Cat(c.iova[:shift], c.iova[shift:] + s2.offset)
+            allow(LookupVia.MAPPING, phys=phys, mmio=s2.mmio)
+        with m.Else():
+            deny(FaultReason.MAPPING)
+        return m

@@ -1,0 +1,71 @@
+"""Small combinational building blocks shared by the core's components."""
+
+from amaranth.hdl import Const, Signal, Cat, Mux, unsigned
+
+
+__all__ = ["tree_or", "tree_any", "priority_encode", "onehot_encode", "ceil_log2",
+           "component_ports"]
+
+
+def ceil_log2(n):
+    """Bits needed to number ``n`` things (at least 1)."""
+    return max(1, (n - 1).bit_length())
+
+
+def tree_or(values, width):
+    """Bitwise OR of ``values`` as a balanced tree (an empty list gives zero)."""
+    values = list(values)
+    if not values:
+        return Const(0, width)
+    while len(values) > 1:
+        values = [values[i] | values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
+def tree_any(bits):
+    """OR-reduction of a list of 1-bit values."""
+    return tree_or(bits, 1)
+
+
+def onehot_encode(onehot, n):
+    """Index of the set bit of a one-hot vector of ``n`` bits (0 when none is set)."""
+    width = ceil_log2(n)
+    return tree_or([Mux(onehot[i], Const(i, width), Const(0, width)) for i in range(n)],
+                   width)
+
+
+def priority_encode(bits, n):
+    """``(any, index)`` of the lowest set bit of ``bits`` (``n`` wide), as a balanced tree
+    of depth ``log2(n)`` rather than a chain of ``n`` multiplexers."""
+    width = ceil_log2(n)
+    nodes = [(bits[i], Const(0, 0)) for i in range(n)]   # (any, index bits below this level)
+    level = 0
+    while len(nodes) > 1:
+        merged = []
+        for i in range(0, len(nodes), 2):
+            if i + 1 == len(nodes):
+                lo_any, lo_idx = nodes[i]
+                merged.append((lo_any, Cat(lo_idx, Const(0, 1))))
+                continue
+            (lo_any, lo_idx), (hi_any, hi_idx) = nodes[i], nodes[i + 1]
+            merged.append((lo_any | hi_any, Cat(Mux(lo_any, lo_idx, hi_idx), ~lo_any)))
+        nodes = merged
+        level += 1
+    any_, idx = nodes[0]
+    return any_, Cat(idx, Const(0, width))[:width]
+
+
+def component_ports(component):
+    """The signals of ``component``'s signature, for ``verilog.convert(ports=...)``.
+
+    Amaranth's converter refuses the ``Const(1)`` that an ``always_ready`` stream has for
+    ``ready``; such members are left out (the consumer never stalls).
+    """
+    from amaranth.hdl import Signal, Value
+    ports = []
+    for _path, _member, value in component.signature.flatten(component):
+        value = Value.cast(value)       # a data.View stands for its underlying signal
+        if isinstance(value, Signal):
+            ports.append(value)
+    return ports

@@ -1,0 +1,136 @@
+"""Testbench helpers for the device core in Amaranth's simulator.
+
+:class:`CoreBench` drives a :class:`~viommu.rtl.core.Core` cycle by cycle from one async
+testbench: it streams requests into ``req``, collects ``resp``, presents lookups on every
+port, and decodes the core's internal tables into the reference model's snapshot format.
+"""
+
+import copy
+import random
+
+from amaranth.lib import data
+
+from viommu.rtl.layouts import (ReqBeat, RespBeat, LookupVia, mapping_entry_layout,
+                                endpoint_state_layout, DomainState, Features, Feature)
+from viommu.rtl.lookup import LOOKUP_LATENCY
+from viommu.rtl.util import ceil_log2
+from viommu.sim.model import Mapping, Translation
+
+
+__all__ = ["request_beats", "features_value", "CoreBench", "rtl_snapshot",
+           "translation_of"]
+
+
+def request_beats(readable, wlen):
+    """The :class:`ReqBeat` payloads (as ints) that carry ``readable``."""
+    readable = bytes(readable)
+    layout = data.Layout.cast(ReqBeat)
+    beats = []
+    chunks = [readable[i:i + 8] for i in range(0, len(readable), 8)] or [b""]
+    for k, chunk in enumerate(chunks):
+        last = k == len(chunks) - 1
+        beats.append(layout.const({
+            "data": int.from_bytes(chunk, "little"), "nbytes": len(chunk), "last": last,
+            "wlen": min(wlen, 0xffff)}).as_value().value)
+    return beats
+
+
+_FEATURE_FIELDS = {
+    Feature.INPUT_RANGE: "input_range", Feature.DOMAIN_RANGE: "domain_range",
+    Feature.MAP_UNMAP: "map_unmap", Feature.BYPASS: "bypass", Feature.PROBE: "probe",
+    Feature.MMIO: "mmio", Feature.BYPASS_CONFIG: "bypass_config",
+}
+
+
+def features_value(features):
+    """The :class:`Features` struct value for a set of :class:`Feature` bits."""
+    return data.Layout.cast(Features).const(
+        {name: int(f in features) for f, name in _FEATURE_FIELDS.items()}).as_value().value
+
+
+def rtl_snapshot(params, entries, endpoints, domains):
+    """Decode the raw values of the core's tables into ``DeviceModel.snapshot()`` form."""
+    dsb = ceil_log2(params.n_endpoints)
+    entry_l = mapping_entry_layout(params.page_bits, dsb)
+    ep_l = data.Layout.cast(endpoint_state_layout(dsb))
+    dom_l = data.Layout.cast(DomainState)
+    shift, pbits = params.page_shift, params.page_bits
+    doms = {}
+    for s in range(params.n_endpoints):
+        dom = dom_l.from_bits((domains >> (s * dom_l.size)) & ((1 << dom_l.size) - 1))
+        if dom.valid:
+            doms[s] = (dom.id, bool(dom.bypass), [])
+    eps = []
+    for e, ep_id in enumerate(params.endpoint_ids):
+        ep = ep_l.from_bits((endpoints >> (e * ep_l.size)) & ((1 << ep_l.size) - 1))
+        if ep.attached:
+            assert ep.dslot in doms, f"endpoint {ep_id} attached to dead slot {ep.dslot}"
+            eps.append((ep_id, doms[ep.dslot][0]))
+    esz = entry_l.size
+    for i in range(params.entries):
+        ent = entry_l.from_bits((entries >> (i * esz)) & ((1 << esz) - 1))
+        if ent.valid:
+            assert ent.dslot in doms, f"entry {i} in dead domain slot {ent.dslot}"
+            phys_page = (ent.start + ent.offset) & ((1 << pbits) - 1)
+            flags = ent.read | ent.write << 1 | ent.mmio << 2
+            doms[ent.dslot][2].append(Mapping(
+                ent.start << shift, (ent.end << shift) | ((1 << shift) - 1),
+                phys_page << shift, flags))
+    return (tuple(sorted(eps)),
+            tuple(sorted((dom_id, bypass, tuple(sorted(maps)))
+                         for dom_id, bypass, maps in doms.values())))
+
+
+def translation_of(resp):
+    """A model :class:`Translation` from a lookup response view (``data.Const``)."""
+    if resp.allowed:
+        return Translation(True, phys=resp.phys, mmio=bool(resp.mmio), via=LookupVia(resp.via))
+    return Translation(False, reason=resp.reason, flags=resp.flags)
+
+
+class CoreBench:
+    """Drives a core from an Amaranth async testbench (``ctx``)."""
+
+    def __init__(self, core, ctx):
+        self.core = core
+        self.ctx = ctx
+        self.params = core.params
+
+    async def setup(self, features, bypass=0):
+        self.ctx.set(self.core.features.as_value(), features_value(features))
+        self.ctx.set(self.core.bypass, bypass)
+
+    def snapshot(self):
+        ex, table = self.core.executor, self.core.table
+        get = lambda v: self.ctx.get(v.as_value())
+        return rtl_snapshot(self.params, get(table.entries), get(ex.endpoints),
+                            get(ex.domains))
+
+    async def request(self, readable, wlen, max_cycles=1000):
+        """Stream one request and collect its answer. Returns ``(bytes, cycles)``."""
+        ctx, core = self.ctx, self.core
+        beats = request_beats(readable, wlen)
+        out = bytearray()
+        ctx.set(core.resp.ready, 1)
+        cycles = 0
+        k = 0
+        while True:
+            if k < len(beats):
+                ctx.set(core.req.valid, 1)
+                ctx.set(core.req.payload.as_value(), beats[k])
+            else:
+                ctx.set(core.req.valid, 0)
+            req_fire = k < len(beats) and ctx.get(core.req.ready)
+            resp_valid = ctx.get(core.resp.valid)
+            resp = ctx.get(core.resp.payload)
+            await ctx.tick()
+            cycles += 1
+            if req_fire:
+                k += 1
+            if resp_valid:
+                out += resp.data.to_bytes(8, "little")[:resp.nbytes]
+                if resp.last:
+                    break
+            assert cycles < max_cycles, "core did not answer"
+        ctx.set(core.req.valid, 0)
+        return bytes(out), cycles
