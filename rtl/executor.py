@@ -5,7 +5,7 @@ from amaranth.lib import wiring, data, stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .layouts import (ReqBeat, RespBeat, Features, ReqType, Status, AttachFlag,
+from .layouts import (ReqBeat, RespBeat, Features, ReqType, Status,
                       AttachReq, DetachReq, MapReq, UnmapReq, ProbeReq, REQ_READABLE_SIZE,
                       REQ_TAIL_SIZE, mapping_entry_layout, endpoint_state_layout, DomainState)
 from .lookup import LOOKUP_LATENCY
@@ -219,8 +219,9 @@ class Executor(wiring.Component):
                 dom_hit = [doms[s].valid & (doms[s].id == dom_field) for s in range(n_eps)]
                 vs = map_.virt_start    # MAP and UNMAP share these offsets
                 ve = map_.virt_end
-                attach_known = Mux(feat.bypass_config, AttachFlag.BYPASS, 0)
-                map_known = Cat(Const(1, 1), Const(1, 1), feat.mmio)
+                # 32-bit masks: every undefined bit of the flags field must be caught.
+                attach_known = Cat(feat.bypass_config, Const(0, 31))     # ATTACH_F_BYPASS
+                map_known = Cat(Const(0b11, 2), feat.mmio, Const(0, 29))  # READ WRITE MMIO
                 regions, reg_ovl = [], []
                 if p.resv_regions:
                     regions = sorted({r for rs in p.resv_regions.values() for r in rs},
@@ -277,11 +278,11 @@ class Executor(wiring.Component):
                 with m.Elif(rtype == ReqType.PROBE):
                     with m.If(~feat.probe):
                         respond(0, length=0)
-                    with m.Elif(d.short):
-                        respond(Status.INVAL, length=p.probe_size + REQ_TAIL_SIZE)
                     with m.Elif(wlen < p.probe_size + REQ_TAIL_SIZE):
                         respond(Status.INVAL, length=Mux(wlen < REQ_TAIL_SIZE,
                                                          REQ_TAIL_SIZE, wlen))
+                    with m.Elif(d.short):
+                        respond(Status.INVAL, length=p.probe_size + REQ_TAIL_SIZE)
                     with m.Elif(d.reserved_nz):
                         respond(Status.INVAL, length=p.probe_size + REQ_TAIL_SIZE)
                     with m.Elif(~d.ep_known):

@@ -38,7 +38,8 @@ def _check_int(name, value, lo, hi):
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an integer, not {value!r}")
     if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in {lo:#x}..{hi:#x}, not {value:#x}")
+        fmt = (lambda v: f"{v:#x}") if hi >= 1 << 20 else str
+        raise ValueError(f"{name} must be in {fmt(lo)}..{fmt(hi)}, not {fmt(value)}")
     return value
 
 

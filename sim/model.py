@@ -28,12 +28,15 @@ Status precedence (the first rule that matches decides):
   range removed.
 * PROBE:   without F_PROBE nothing is written (used length 0). Otherwise the answer is
   ``probe_size`` property bytes and the tail (used length probe_size + 4), properties zero
-  unless OK: short request -> INVAL; writable part < probe_size + 4 -> INVAL and the
-  answer shrinks to the writable size (zero bytes, then the tail in its last 4 bytes);
+  unless OK: writable part < probe_size + 4 -> INVAL and the answer shrinks to the
+  writable size (zero bytes, then the tail in its last 4 bytes); short request -> INVAL;
   reserved != 0 -> INVAL; unknown endpoint -> NOENT.
 * Any other type (or an empty readable part): nothing is written, used length 0.
 
-Bytes of the readable part beyond the type's structure are ignored. Translation decisions
+Bytes of the readable part beyond the type's structure are ignored. The answer never
+exceeds the writable part, except that every answer of a known type has its 4-byte tail:
+a writable part under 4 bytes is an error of the ring, which the virtqueue engine reports
+(the core cannot). Translation decisions
 are described in :meth:`DeviceModel.translate`.
 """
 
@@ -158,7 +161,7 @@ class DeviceModel:
 
     def _attach(self, raw):
         req = unpack(AttachReq, raw)
-        known_flags = AttachFlag.BYPASS if self.has(Feature.BYPASS_CONFIG) else 0
+        known_flags = int(AttachFlag.BYPASS) if self.has(Feature.BYPASS_CONFIG) else 0
         if req.reserved:
             return Status.INVAL
         if req.flags & ~known_flags:
@@ -204,9 +207,9 @@ class DeviceModel:
     def _map(self, raw):
         req = unpack(MapReq, raw)
         g = self.params.granule
-        known_flags = MapFlag.READ | MapFlag.WRITE
+        known_flags = int(MapFlag.READ | MapFlag.WRITE)     # ints: ~IntFlag drops bits
         if self.has(Feature.MMIO):
-            known_flags |= MapFlag.MMIO
+            known_flags |= int(MapFlag.MMIO)
         if not self.has(Feature.MAP_UNMAP):
             return Status.UNSUPP
         if req.flags & ~known_flags:
@@ -269,11 +272,11 @@ class DeviceModel:
             return b""
         size = self.params.probe_size
         props = bytes(size)
-        if len(raw) < REQ_READABLE_SIZE[ReqType.PROBE]:
-            status = Status.INVAL
-        elif wlen < size + REQ_TAIL_SIZE:
+        if wlen < size + REQ_TAIL_SIZE:
             status = Status.INVAL
             props = bytes(max(wlen - REQ_TAIL_SIZE, 0))
+        elif len(raw) < REQ_READABLE_SIZE[ReqType.PROBE]:
+            status = Status.INVAL
         else:
             req = unpack(ProbeReq, raw)
             if req.reserved:

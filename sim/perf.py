@@ -1,0 +1,139 @@
+"""Cycle-count measurements of the core in Amaranth's simulator (used by ``viommu bench``).
+
+Each function builds a core, drives it at full rate (a request beat offered every cycle,
+responses always accepted, a lookup on every port every cycle) and counts cycles. Results
+are checked against the reference model as they are measured, so a fast wrong answer is
+not reported as a figure.
+"""
+
+from amaranth.sim import Simulator
+from amaranth.lib import data
+
+from viommu.rtl.core import Core, LOOKUP_LATENCY
+from viommu.rtl.layouts import lookup_response_layout, MapFlag
+from viommu.sim.model import DeviceModel, ALL_FEATURES, attach, map_, unmap
+from viommu.sim.core_bench import CoreBench, request_beats, translation_of
+
+
+__all__ = ["measure_lookups", "measure_map_unmap"]
+
+
+def _run(core, tb):
+    sim = Simulator(core)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+
+
+def measure_lookups(params, *, n=400):
+    """Present ``n`` lookups back to back on every port of a core with live mappings.
+
+    Returns ``{"port": i, "lookups_per_cycle": float, "latency": int}`` per port.
+    """
+    core = Core(params=params)
+    model = DeviceModel(params)
+    g = params.granule
+    setup = [attach(1, params.endpoint_ids[0])]
+    setup += [map_(1, (4 * k) * g, (4 * k + 2) * g - 1, 0x100000 * g + k * g, MapFlag.READ)
+              for k in range(min(8, params.entries))]
+    resp_layout = data.Layout.cast(lookup_response_layout(params.endpoint_width))
+    results = []
+
+    async def tb(ctx):
+        bench = CoreBench(core, ctx)
+        await bench.setup(ALL_FEATURES)
+        for r in setup:
+            exp = model.execute(r)
+            got, _ = await bench.request(r, 4)
+            assert got == exp
+        ep = params.endpoint_ids[0]
+        presented = [[] for _ in core.lookup]
+        answered = [[] for _ in core.lookup]
+        for cycle in range(n + LOOKUP_LATENCY + 1):
+            for i, port in enumerate(core.lookup):
+                if ctx.get(port.resp.valid):
+                    got = translation_of(resp_layout.from_bits(
+                        ctx.get(port.resp.payload.as_value())))
+                    answered[i].append((cycle, got))
+                if cycle < n:
+                    iova = ((cycle * 7 + i * 3) % (40 * g)) | (cycle & 0xfff)
+                    ctx.set(port.req.valid, 1)
+                    ctx.set(port.req.payload.endpoint, ep)
+                    ctx.set(port.req.payload.iova, iova)
+                    ctx.set(port.req.payload.write, 0)
+                    presented[i].append((cycle, model.translate(ep, iova, False)))
+                else:
+                    ctx.set(port.req.valid, 0)
+            await ctx.tick()
+        for i in range(len(core.lookup)):
+            assert len(answered[i]) == n, f"port {i}: {len(answered[i])} of {n} answered"
+            latencies = {a[0] - p[0] for p, a in zip(presented[i], answered[i])}
+            assert len(latencies) == 1, f"port {i}: latency varies: {latencies}"
+            for p, a in zip(presented[i], answered[i]):
+                assert a[1] == p[1], f"port {i}: {a[1]} != model {p[1]}"
+            first, last = answered[i][0][0], answered[i][-1][0]
+            results.append({"port": i, "lookups_per_cycle": n / (last - first + 1),
+                            "latency": latencies.pop()})
+
+    _run(core, tb)
+    return results
+
+
+def measure_map_unmap(params, *, batch=32):
+    """Stream a batch of MAPs, then a batch of UNMAPs, back to back at full rate.
+
+    Returns ``{"map_cycles": float, "unmap_cycles": float, "map_latency": int}``: steady
+    cycles per request (first beat of the first request to last response beat of the
+    last, divided by the count) and the cycles from the first beat of a lone MAP to its
+    first response beat.
+    """
+    core = Core(params=params)
+    model = DeviceModel(params)
+    g = params.granule
+    batch = min(batch, params.entries)
+    maps = [map_(1, 2 * k * g, (2 * k + 1) * g - 1, k * g) for k in range(batch)]
+    unmaps = [unmap(1, 2 * k * g, (2 * k + 1) * g - 1) for k in range(batch)]
+    out = {}
+
+    async def stream(ctx, reqs):
+        beats = [b for r in reqs for b in request_beats(r, 4)]
+        expected = b"".join(model.execute(r) for r in reqs)
+        got = bytearray()
+        k = cycle = 0
+        first_resp = None
+        ctx.set(core.resp.ready, 1)
+        while len(got) < len(expected):
+            if k < len(beats):
+                ctx.set(core.req.valid, 1)
+                ctx.set(core.req.payload.as_value(), beats[k])
+            else:
+                ctx.set(core.req.valid, 0)
+            fire = k < len(beats) and ctx.get(core.req.ready)
+            rv = ctx.get(core.resp.valid)
+            rp = ctx.get(core.resp.payload)
+            if rv and first_resp is None:
+                first_resp = cycle
+            await ctx.tick()
+            cycle += 1
+            k += bool(fire)
+            if rv:
+                got += rp.data.to_bytes(8, "little")[:rp.nbytes]
+            assert cycle < 100 * len(reqs) + 100, "no progress"
+        ctx.set(core.req.valid, 0)
+        assert bytes(got) == expected, "answers differ from the model"
+        return cycle, first_resp
+
+    async def tb(ctx):
+        bench = CoreBench(core, ctx)
+        await bench.setup(ALL_FEATURES)
+        await stream(ctx, [attach(1, params.endpoint_ids[0])])
+        _, out["map_latency"] = await stream(ctx, maps[:1])
+        await stream(ctx, unmaps[:1])
+        cycles, _ = await stream(ctx, maps)
+        out["map_cycles"] = cycles / len(maps)
+        cycles, _ = await stream(ctx, unmaps)
+        out["unmap_cycles"] = cycles / len(unmaps)
+        assert bench.snapshot() == model.snapshot()
+
+    _run(core, tb)
+    return out
