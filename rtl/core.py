@@ -98,14 +98,19 @@ class Core(wiring.Component):
             "clear":    In(1),
             "busy":     Out(1),
         })
+        # The blocks are built here, not in elaborate(), so that a testbench or a formal
+        # harness can reach them (the table's payload memory, the executor's state).
+        self.executor = Executor(params)
+        self.table = MappingTable(entries=params.entries, page_bits=params.page_bits,
+                                  dslot_bits=ceil_log2(params.n_endpoints),
+                                  phys_page_bits=params.phys_page_bits,
+                                  read_ports=params.lookup_ports)
+        self.lookup_ports = [LookupPort(params) for _ in range(params.lookup_ports)]
 
     def elaborate(self, platform):
         m = Module()
         p = self.params
-
-        self.executor = executor = Executor(p)
-        self.table = table = MappingTable(entries=p.entries, page_bits=p.page_bits,
-                                          dslot_bits=ceil_log2(p.n_endpoints))
+        executor, table = self.executor, self.table
         reset = ResetInserter(self.clear)
         m.submodules.executor = reset(executor)
         m.submodules.table = reset(table)
@@ -123,15 +128,14 @@ class Core(wiring.Component):
         for name in ("x_ge_start", "y_le_end", "in_domain", "free_valid", "free_index"):
             m.d.comb += getattr(executor, f"table_{name}").eq(getattr(table, name))
 
-        self.lookup_ports = []
-        for i in range(p.lookup_ports):
-            port = LookupPort(p)
-            self.lookup_ports.append(port)
+        for i, port in enumerate(self.lookup_ports):
             m.submodules[f"lookup{i}"] = port
             wiring.connect(m, wiring.flipped(self.lookup[i].req), port.req)
             wiring.connect(m, port.resp, wiring.flipped(self.lookup[i].resp))
             m.d.comb += [
-                port.entries.eq(table.entries),
+                port.tags.eq(table.tags),
+                table.payload_addr[i].eq(port.payload_addr),
+                port.payload_data.eq(table.payload_data[i]),
                 port.endpoints.eq(executor.endpoints),
                 port.unattached_bypass.eq(executor.unattached_bypass),
             ]

@@ -65,7 +65,8 @@ class Executor(wiring.Component):
         self._params = params
         n_eps = params.n_endpoints
         self._dslot_bits = ceil_log2(n_eps)
-        entry = mapping_entry_layout(params.page_bits, self._dslot_bits)
+        entry = mapping_entry_layout(params.page_bits, self._dslot_bits,
+                                     params.phys_page_bits)
         super().__init__({
             "req":  In(stream.Signature(ReqBeat)),
             "resp": Out(stream.Signature(RespBeat)),
@@ -95,6 +96,7 @@ class Executor(wiring.Component):
         m = Module()
         p = self._params
         n, n_eps, shift = p.entries, p.n_endpoints, p.page_shift
+        ib = p.iova_bits
         dsb = self._dslot_bits
         feat = self.features
 
@@ -227,6 +229,15 @@ class Executor(wiring.Component):
                     regions = sorted({r for rs in p.resv_regions.values() for r in rs},
                                      key=lambda r: (r.start, r.end, r.subtype))
                     reg_ovl = [(vs <= r.end) & (ve >= r.start) for r in regions]
+                # Ask the table about the range now (query latency 2: the answer is there
+                # in the cycle after CHECK). MAP and UNMAP share the offsets of virt_start
+                # and virt_end; only requests inside input_range use the answer, so
+                # iova_bits suffice.
+                m.d.comb += [
+                    self.table_query_x.eq(map_.virt_end[shift:ib]),
+                    self.table_query_y.eq(map_.virt_start[shift:ib]),
+                    self.table_query_dslot.eq(onehot_encode(Cat(dom_hit), n_eps)),
+                ]
                 m.d.sync += [
                     d.type_ok.eq((rtype >= ReqType.ATTACH) & (rtype <= ReqType.PROBE) &
                                  (count != 0)),
@@ -262,12 +273,13 @@ class Executor(wiring.Component):
                 m.next = "CHECK"
 
             with m.State("CHECK"):
-                # D2: the specification's checks, in the reference model's order. MAP and
-                # UNMAP ask the table about the range (results next cycle).
+                # D2: the specification's checks, in the reference model's order. The
+                # second table query, UNMAP's coverage test (answer in UNMAP_COVER):
+                # virt_start <= start_i  <=>  not (virt_start - 1 >= start_i), and
+                # end_i <= virt_end      <=>  not (virt_end + 1 <= end_i).
                 m.d.comb += [
-                    # MAP and UNMAP share the offsets of virt_start and virt_end.
-                    self.table_query_x.eq(map_.virt_end[shift:]),
-                    self.table_query_y.eq(map_.virt_start[shift:]),
+                    self.table_query_x.eq(d.vs_m1[shift:ib]),
+                    self.table_query_y.eq(d.ve_p1[shift:ib]),
                     self.table_query_dslot.eq(d.dom_slot),
                 ]
                 phys_over = (Cat(map_.phys_start, Const(0, 1)) + d.size)[64]
@@ -364,33 +376,27 @@ class Executor(wiring.Component):
                     m.d.comb += [
                         self.table_write_en.eq(1),
                         self.table_write_index.eq(self.table_free_index),
-                        entry.valid.eq(1),
-                        entry.dslot.eq(d.dom_slot),
-                        entry.start.eq(map_.virt_start[shift:]),
-                        entry.end.eq(map_.virt_end[shift:]),
-                        entry.offset.eq(map_.phys_start[shift:] - map_.virt_start[shift:]),
-                        entry.read.eq(map_.flags[0]),
-                        entry.write.eq(map_.flags[1]),
-                        entry.mmio.eq(map_.flags[2]),
+                        entry.tag.valid.eq(1),
+                        entry.tag.dslot.eq(d.dom_slot),
+                        entry.tag.start.eq(map_.virt_start[shift:ib]),
+                        entry.tag.end.eq(map_.virt_end[shift:ib]),
+                        entry.payload.offset.eq(map_.phys_start[shift:] -
+                                                map_.virt_start[shift:]),
+                        entry.payload.read.eq(map_.flags[0]),
+                        entry.payload.write.eq(map_.flags[1]),
+                        entry.payload.mmio.eq(map_.flags[2]),
                     ]
                     respond(Status.OK)
 
             with m.State("UNMAP_OVERLAP"):
-                # Overlap: virt_start <= end_i and virt_end >= start_i (asked in CHECK).
+                # Overlap: virt_start <= end_i and virt_end >= start_i (asked in DECODE).
                 m.d.sync += overlap.eq(self.table_x_ge_start & self.table_y_le_end &
                                        self.table_in_domain)
-                # Coverage: virt_start <= start_i  <=>  not (virt_start - 1 >= start_i), and
-                #           end_i <= virt_end      <=>  not (virt_end + 1 <= end_i).
-                m.d.comb += [
-                    self.table_query_x.eq(d.vs_m1[shift:]),
-                    self.table_query_y.eq(d.ve_p1[shift:64]),
-                    self.table_query_dslot.eq(d.dom_slot),
-                ]
                 m.next = "UNMAP_COVER"
 
             with m.State("UNMAP_COVER"):
                 vs_zero = unmap.virt_start == 0
-                ve_max = d.ve_p1[64]
+                ve_max = d.ve_p1[ib]        # virt_end is the last address iova_bits hold
                 covered = (Mux(vs_zero, Const(-1, n), ~self.table_x_ge_start) &
                            Mux(ve_max, Const(-1, n), ~self.table_y_le_end))
                 with m.If((overlap & ~covered).any()):

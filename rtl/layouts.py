@@ -31,7 +31,8 @@ __all__ = [
     "REQ_READABLE_SIZE", "REQ_TAIL_SIZE",
     # internal stream payloads
     "ReqBeat", "RespBeat", "lookup_request_layout", "LookupVia", "lookup_response_layout",
-    "Features", "mapping_entry_layout", "endpoint_state_layout", "DomainState",
+    "Features", "mapping_entry_layout", "mapping_tag_layout", "mapping_payload_layout",
+    "endpoint_state_layout", "DomainState",
     # helpers
     "pack", "unpack", "sizeof",
 ]
@@ -365,23 +366,39 @@ def lookup_response_layout(endpoint_width):
 
 # --- internal state of the core ----------------------------------------------------------
 
-def mapping_entry_layout(page_bits, dslot_bits):
-    """One mapping-table (CAM) entry.
+def mapping_tag_layout(page_bits, dslot_bits):
+    """The part of a mapping-table entry that every lookup compares (kept in flip-flops).
 
     ``start`` / ``end`` are inclusive page numbers (IOVA >> page_shift), so the last page of
-    the 64-bit space is representable. ``offset`` is ``phys_page - start`` modulo
-    ``2**page_bits``: the translation is ``iova + (offset << page_shift)``. ``dslot`` names
-    the domain slot the entry belongs to.
+    the 64-bit space is representable; ``dslot`` names the entry's domain slot.
     """
     return data.StructLayout({
         "valid":  unsigned(1),
         "dslot":  unsigned(dslot_bits),
         "start":  unsigned(page_bits),
         "end":    unsigned(page_bits),
-        "offset": unsigned(page_bits),
+    })
+
+
+def mapping_payload_layout(phys_page_bits):
+    """The part of a mapping-table entry read only for the hit entry (kept in LUT RAM).
+
+    ``offset`` is ``phys_page - start`` modulo ``2**phys_page_bits``: the translation is
+    ``iova + (offset << page_shift)``.
+    """
+    return data.StructLayout({
+        "offset": unsigned(phys_page_bits),
         "read":   unsigned(1),
         "write":  unsigned(1),
         "mmio":   unsigned(1),
+    })
+
+
+def mapping_entry_layout(page_bits, dslot_bits, phys_page_bits):
+    """One mapping-table entry: its tag and its payload."""
+    return data.StructLayout({
+        "tag":     mapping_tag_layout(page_bits, dslot_bits),
+        "payload": mapping_payload_layout(phys_page_bits),
     })
 
 

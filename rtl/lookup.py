@@ -4,9 +4,10 @@ from amaranth.hdl import Module, Signal, Cat, Const
 from amaranth.lib import wiring, data, stream
 from amaranth.lib.wiring import In, Out
 
-from .layouts import (lookup_request_layout, lookup_response_layout, mapping_entry_layout,
-                      endpoint_state_layout, LookupVia, FaultReason, FaultFlag, ResvSubtype)
-from .util import tree_or, tree_any, ceil_log2
+from .layouts import (lookup_request_layout, lookup_response_layout, mapping_tag_layout,
+                      mapping_payload_layout, endpoint_state_layout, LookupVia, FaultReason,
+                      ResvSubtype)
+from .util import tree_or, tree_any, ceil_log2, onehot_encode, uge
 
 
 __all__ = ["LookupPort", "LOOKUP_LATENCY", "region_checks"]
@@ -43,12 +44,14 @@ class LookupPort(wiring.Component):
       every CAM entry compares ``iova``'s page number with its ``[start, end]`` and its
       domain slot with the endpoint's (two carry chains and a small equality per entry).
       Registered: one hit bit per entry.
-    * cycle t+1: the hit entry's offset and permissions are selected (AND-OR over entries;
-      entries of one domain never overlap, so at most one bit is set).
+    * cycle t+1: the hit bits are encoded into an index (entries of one domain never
+      overlap, so at most one bit is set) that reads the entry's offset and permissions
+      from the table's LUT RAM.
     * cycle t+2: the decision and ``phys = iova + (offset << page_shift)``; registered
       onto :attr:`resp` for cycle t+3.
 
-    The state inputs (:attr:`entries`, :attr:`endpoints`, :attr:`unattached_bypass`) come
+    The state inputs (:attr:`tags`, :attr:`payload_data`, :attr:`endpoints`,
+    :attr:`unattached_bypass`) come
     from the core's tables. The request inputs feed the comparators directly, so they
     should be driven from flip-flops.
     """
@@ -61,8 +64,10 @@ class LookupPort(wiring.Component):
         super().__init__({
             "req":  In(stream.Signature(lookup_request_layout(ew), always_ready=True)),
             "resp": Out(stream.Signature(lookup_response_layout(ew), always_ready=True)),
-            "entries": In(data.ArrayLayout(
-                mapping_entry_layout(params.page_bits, self._dslot_bits), params.entries)),
+            "tags": In(data.ArrayLayout(
+                mapping_tag_layout(params.page_bits, self._dslot_bits), params.entries)),
+            "payload_addr": Out(range(params.entries)),
+            "payload_data": In(mapping_payload_layout(params.phys_page_bits)),
             "endpoints": In(data.ArrayLayout(endpoint_state_layout(self._dslot_bits), n_eps)),
             "unattached_bypass": In(1),
         })
@@ -89,11 +94,11 @@ class LookupPort(wiring.Component):
             resv_by_ep.append(tree_any([region_hit[k] for k, r in enumerate(regions)
                                         if r in mine and r.subtype == ResvSubtype.RESERVED]))
 
-        page = req.iova[shift:]
+        page = req.iova[shift:p.iova_bits]
         s1_hit = Signal(n)
         s1 = Signal(data.StructLayout({
             "valid": 1, "known": 1, "attached": 1, "bypass": 1, "ub": 1, "msi": 1, "resv": 1,
-            "endpoint": len(req.endpoint), "iova": 64, "write": 1}))
+            "in_range": 1, "endpoint": len(req.endpoint), "iova": 64, "write": 1}))
         m.d.sync += [
             s1.valid.eq(self.req.valid),
             s1.known.eq(tree_any(ep_hit)),
@@ -102,29 +107,31 @@ class LookupPort(wiring.Component):
             s1.ub.eq(self.unattached_bypass),
             s1.msi.eq(tree_any([ep_hit[e] & msi_by_ep[e] for e in range(n_eps)])),
             s1.resv.eq(tree_any([ep_hit[e] & resv_by_ep[e] for e in range(n_eps)])),
+            # Entries store only the IOVA bits input_range needs: above them, nothing hits.
+            s1.in_range.eq(req.iova[p.iova_bits:] == 0 if p.iova_bits < 64 else 1),
             s1.endpoint.eq(req.endpoint),
             s1.iova.eq(req.iova),
             s1.write.eq(req.write),
         ]
         for i in range(n):
-            e = self.entries[i]
-            m.d.sync += s1_hit[i].eq(e.valid & (e.dslot == ep_state.dslot) &
-                                     (page >= e.start) & (page <= e.end))
+            t = self.tags[i]
+            m.d.sync += s1_hit[i].eq(t.valid & (t.dslot == ep_state.dslot) &
+                                     uge(page, t.start) & uge(t.end, page))
 
-        # --- stage 2: select the hit entry ----------------------------------------------
+        # --- stage 2: read the hit entry's payload ---------------------------------------
         # An entry's payload can only change when it is rewritten, which the executor does
         # only to a slot that has been invalid for at least two cycles: the payload read
         # here is the one of the entry that matched in stage 1.
-        pw = p.page_bits
-        payload = lambda e: Cat(e.offset, e.read, e.write, e.mmio)
-        sel = tree_or([Cat(s1_hit[i].replicate(pw + 3)) & payload(self.entries[i])
-                       for i in range(n)], pw + 3)
+        m.d.comb += self.payload_addr.eq(onehot_encode(s1_hit, n))
         s2 = Signal(data.StructLayout({
-            "hit": 1, "offset": pw, "read": 1, "write_ok": 1, "mmio": 1}))
+            "hit": 1, "offset": p.phys_page_bits, "read": 1, "write_ok": 1, "mmio": 1}))
         s2_ctl = Signal.like(s1)
         m.d.sync += [
-            s2.hit.eq(s1_hit.any()),
-            Cat(s2.offset, s2.read, s2.write_ok, s2.mmio).eq(sel),
+            s2.hit.eq(s1_hit.any() & s1.in_range),
+            s2.offset.eq(self.payload_data.offset),
+            s2.read.eq(self.payload_data.read),
+            s2.write_ok.eq(self.payload_data.write),
+            s2.mmio.eq(self.payload_data.mmio),
             s2_ctl.eq(s1),
         ]
 

@@ -2,28 +2,33 @@
 
 from amaranth.hdl import Module, Signal, Cat
 from amaranth.lib import wiring, data
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .layouts import mapping_entry_layout
-from .util import priority_encode
+from .layouts import mapping_entry_layout, mapping_tag_layout, mapping_payload_layout
+from .util import priority_encode, uge
 
 
 __all__ = ["MappingTable"]
 
 
 class MappingTable(wiring.Component):
-    """``entries`` range entries, each ``{valid, dslot, start, end, offset, read, write, mmio}``
-    (see :func:`~.layouts.mapping_entry_layout`), held in flip-flops so that every entry
-    can be compared in the same cycle.
+    """``entries`` range entries. Each entry is a *tag* ``{valid, dslot, start, end}``, held
+    in flip-flops so that every entry can be compared in the same cycle, and a *payload*
+    ``{offset, read, write, mmio}``, held in LUT RAM because only the hit entry's is ever
+    read (see :func:`~.layouts.mapping_entry_layout`).
 
     The table has one job: hold the entries and answer management queries about all of them
-    in parallel. Translation lookups read :attr:`entries` directly (see
-    :class:`~.lookup.LookupPort`); the request executor decides what to change.
+    in parallel. Translation lookups compare :attr:`tags` themselves and read the hit
+    entry's payload through a read port (see :class:`~.lookup.LookupPort`); the request
+    executor decides what to change.
 
     Ports
     -----
-    entries : Out(ArrayLayout(entry, entries))
-        The table's contents, for the lookup ports.
+    tags : Out(ArrayLayout(tag, entries))
+        Every entry's tag, for the lookup ports.
+    payload_addr, payload_data : In / Out, one pair per read port
+        Asynchronous read of entry ``payload_addr``'s payload (LUT RAM).
     write_en, write_index, write_entry : In
         Store ``write_entry`` at ``write_index`` at the next clock edge. The slot must be
         invalid (the executor takes it from ``free_index``).
@@ -33,29 +38,37 @@ class MappingTable(wiring.Component):
         Invalidate every entry of domain slot ``kill_dslot`` at the next clock edge (a
         domain died with its last endpoint).
     query_x, query_y, query_dslot : In
-        A management query. One cycle later, for every entry ``i``,
+        A management query, presented in cycle ``t``. The operands are registered (they fan
+        out to every entry); in cycle ``t + 2``, for every entry ``i``,
         ``x_ge_start[i] = query_x >= start[i]``, ``y_le_end[i] = query_y <= end[i]`` and
-        ``in_domain[i] = valid[i] & (dslot[i] == query_dslot)`` (all against the contents
-        of the cycle the query was presented in). MAP's overlap test and UNMAP's
-        overlap/coverage tests are built from these (two comparators per entry).
+        ``in_domain[i] = valid[i] & (dslot[i] == query_dslot)``, against the contents of
+        cycle ``t + 1``. MAP's overlap test and UNMAP's overlap/coverage tests are built
+        from these (two comparators per entry).
     free_valid, free_index : Out
         Whether an entry is invalid and the lowest such index. Registered: they reflect
         the contents one cycle ago, so they must not be used in the cycle right after a
         change.
 
-    Every cycle: one write, any number of kills, one query. Query latency: 1 cycle.
+    Every cycle: one write, any number of kills, one query, a payload read per port. Query
+    latency: 2 cycles.
     """
 
-    def __init__(self, *, entries, page_bits, dslot_bits):
+    def __init__(self, *, entries, page_bits, dslot_bits, phys_page_bits, read_ports=1):
         if entries < 1:
             raise ValueError(f"entries must be at least 1, not {entries}")
+        if read_ports < 1:
+            raise ValueError(f"read_ports must be at least 1, not {read_ports}")
         self._n = entries
-        self._entry = mapping_entry_layout(page_bits, dslot_bits)
+        self._read_ports = read_ports
+        tag = mapping_tag_layout(page_bits, dslot_bits)
+        self._payload = mapping_payload_layout(phys_page_bits)
         super().__init__({
-            "entries":       Out(data.ArrayLayout(self._entry, entries)),
+            "tags":          Out(data.ArrayLayout(tag, entries)),
+            "payload_addr":  In(range(entries)).array(read_ports),
+            "payload_data":  Out(self._payload).array(read_ports),
             "write_en":      In(1),
             "write_index":   In(range(entries)),
-            "write_entry":   In(self._entry),
+            "write_entry":   In(mapping_entry_layout(page_bits, dslot_bits, phys_page_bits)),
             "kill":          In(entries),
             "kill_dslot_en": In(1),
             "kill_dslot":    In(dslot_bits),
@@ -68,27 +81,48 @@ class MappingTable(wiring.Component):
             "free_valid":    Out(1),
             "free_index":    Out(range(entries)),
         })
+        #: The payload storage (simulation testbenches read it through ``.data``).
+        self.payload_memory = Memory(shape=self._payload, depth=entries, init=[])
 
     def elaborate(self, platform):
         m = Module()
         n = self._n
 
-        for i in range(n):
-            entry = self.entries[i]
-            killed = (self.kill[i] |
-                      (self.kill_dslot_en & (entry.dslot == self.kill_dslot)))
-            with m.If(self.write_en & (self.write_index == i)):
-                m.d.sync += entry.eq(self.write_entry)
-            with m.Elif(killed):
-                m.d.sync += entry.valid.eq(0)
-
-            m.d.sync += [
-                self.x_ge_start[i].eq(self.query_x >= entry.start),
-                self.y_le_end[i].eq(self.query_y <= entry.end),
-                self.in_domain[i].eq(entry.valid & (entry.dslot == self.query_dslot)),
+        m.submodules.payload = mem = self.payload_memory
+        wr = mem.write_port()
+        m.d.comb += [
+            wr.addr.eq(self.write_index),
+            wr.data.eq(self.write_entry.payload),
+            wr.en.eq(self.write_en),
+        ]
+        for k in range(self._read_ports):
+            rd = mem.read_port(domain="comb")
+            m.d.comb += [
+                rd.addr.eq(self.payload_addr[k]),
+                self.payload_data[k].eq(rd.data),
             ]
 
-        invalid = Cat(~self.entries[i].valid for i in range(n))
+        q_x = Signal.like(self.query_x)
+        q_y = Signal.like(self.query_y)
+        q_dslot = Signal.like(self.query_dslot)
+        m.d.sync += [q_x.eq(self.query_x), q_y.eq(self.query_y), q_dslot.eq(self.query_dslot)]
+
+        for i in range(n):
+            tag = self.tags[i]
+            killed = (self.kill[i] |
+                      (self.kill_dslot_en & (tag.dslot == self.kill_dslot)))
+            with m.If(self.write_en & (self.write_index == i)):
+                m.d.sync += tag.eq(self.write_entry.tag)
+            with m.Elif(killed):
+                m.d.sync += tag.valid.eq(0)
+
+            m.d.sync += [
+                self.x_ge_start[i].eq(uge(q_x, tag.start)),
+                self.y_le_end[i].eq(uge(tag.end, q_y)),
+                self.in_domain[i].eq(tag.valid & (tag.dslot == q_dslot)),
+            ]
+
+        invalid = Cat(~self.tags[i].valid for i in range(n))
         any_free, index = priority_encode(invalid, n)
         m.d.sync += [
             self.free_valid.eq(any_free),

@@ -190,8 +190,19 @@ class CoreParams:
         return 1 << self.page_shift
 
     @property
+    def iova_bits(self):
+        """IOVA bits the mapping table stores: as many as ``input_range``'s end needs.
+        Lookups of addresses above them miss; requests above them are out of range."""
+        return max(self.input_range[1].bit_length(), self.page_shift + 1)
+
+    @property
     def page_bits(self):
-        """Width of a page number (IOVA bits above the granule)."""
+        """Width of a stored IOVA page number (``iova_bits - page_shift``)."""
+        return self.iova_bits - self.page_shift
+
+    @property
+    def phys_page_bits(self):
+        """Width of a physical page number (``64 - page_shift``)."""
         return 64 - self.page_shift
 
     @property

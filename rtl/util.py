@@ -3,7 +3,7 @@
 from amaranth.hdl import Const, Signal, Cat, Mux, unsigned
 
 
-__all__ = ["tree_or", "tree_any", "priority_encode", "onehot_encode", "ceil_log2",
+__all__ = ["tree_or", "tree_any", "priority_encode", "onehot_encode", "ceil_log2", "uge",
            "component_ports"]
 
 
@@ -69,3 +69,17 @@ def component_ports(component):
         if isinstance(value, Signal):
             ports.append(value)
     return ports
+
+
+def uge(a, b):
+    """Unsigned ``a >= b`` as the borrow of ``a - b``.
+
+    Written this way so that Yosys maps it to a bare carry chain: its comparison
+    canonicalization sometimes turns ``>=`` into ``<=`` with an equality term (a 50-LUT
+    reduction tree per 52-bit comparator), which a subtraction never gets.
+    """
+    from amaranth.hdl import Value
+    a, b = Value.cast(a), Value.cast(b)
+    width = max(len(a), len(b))
+    diff = Cat(a, Const(0, width + 1 - len(a))) - Cat(b, Const(0, width + 1 - len(b)))
+    return ~diff[width]

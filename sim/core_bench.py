@@ -10,7 +10,8 @@ import random
 
 from amaranth.lib import data
 
-from viommu.rtl.layouts import (ReqBeat, RespBeat, LookupVia, mapping_entry_layout,
+from viommu.rtl.layouts import (ReqBeat, RespBeat, LookupVia, mapping_tag_layout,
+                                mapping_payload_layout,
                                 endpoint_state_layout, DomainState, Features, Feature)
 from viommu.rtl.lookup import LOOKUP_LATENCY
 from viommu.rtl.util import ceil_log2
@@ -48,33 +49,39 @@ def features_value(features):
         {name: int(f in features) for f, name in _FEATURE_FIELDS.items()}).as_value().value
 
 
-def rtl_snapshot(params, entries, endpoints, domains):
-    """Decode the raw values of the core's tables into ``DeviceModel.snapshot()`` form."""
+def rtl_snapshot(params, tags, payloads, endpoints, domains):
+    """Decode the raw values of the core's tables into ``DeviceModel.snapshot()`` form.
+
+    ``tags``, ``endpoints``, ``domains``: the raw values of the table's ``tags`` and the
+    executor's ``endpoints`` / ``domains``; ``payloads``: the payload memory's words.
+    """
     dsb = ceil_log2(params.n_endpoints)
-    entry_l = mapping_entry_layout(params.page_bits, dsb)
+    tag_l = data.Layout.cast(mapping_tag_layout(params.page_bits, dsb))
+    pay_l = data.Layout.cast(mapping_payload_layout(params.phys_page_bits))
     ep_l = data.Layout.cast(endpoint_state_layout(dsb))
     dom_l = data.Layout.cast(DomainState)
-    shift, pbits = params.page_shift, params.page_bits
+    shift, ppbits = params.page_shift, params.phys_page_bits
+    field = lambda raw, k, size: (raw >> (k * size)) & ((1 << size) - 1)
     doms = {}
     for s in range(params.n_endpoints):
-        dom = dom_l.from_bits((domains >> (s * dom_l.size)) & ((1 << dom_l.size) - 1))
+        dom = dom_l.from_bits(field(domains, s, dom_l.size))
         if dom.valid:
             doms[s] = (dom.id, bool(dom.bypass), [])
     eps = []
     for e, ep_id in enumerate(params.endpoint_ids):
-        ep = ep_l.from_bits((endpoints >> (e * ep_l.size)) & ((1 << ep_l.size) - 1))
+        ep = ep_l.from_bits(field(endpoints, e, ep_l.size))
         if ep.attached:
             assert ep.dslot in doms, f"endpoint {ep_id} attached to dead slot {ep.dslot}"
             eps.append((ep_id, doms[ep.dslot][0]))
-    esz = entry_l.size
     for i in range(params.entries):
-        ent = entry_l.from_bits((entries >> (i * esz)) & ((1 << esz) - 1))
-        if ent.valid:
-            assert ent.dslot in doms, f"entry {i} in dead domain slot {ent.dslot}"
-            phys_page = (ent.start + ent.offset) & ((1 << pbits) - 1)
-            flags = ent.read | ent.write << 1 | ent.mmio << 2
-            doms[ent.dslot][2].append(Mapping(
-                ent.start << shift, (ent.end << shift) | ((1 << shift) - 1),
+        tag = tag_l.from_bits(field(tags, i, tag_l.size))
+        if tag.valid:
+            assert tag.dslot in doms, f"entry {i} in dead domain slot {tag.dslot}"
+            pay = pay_l.from_bits(payloads[i])
+            phys_page = (tag.start + pay.offset) & ((1 << ppbits) - 1)
+            flags = pay.read | pay.write << 1 | pay.mmio << 2
+            doms[tag.dslot][2].append(Mapping(
+                tag.start << shift, (tag.end << shift) | ((1 << shift) - 1),
                 phys_page << shift, flags))
     return (tuple(sorted(eps)),
             tuple(sorted((dom_id, bypass, tuple(sorted(maps)))
@@ -101,9 +108,12 @@ class CoreBench:
         self.ctx.set(self.core.bypass, bypass)
 
     def snapshot(self):
+        """The core's full translation state, in ``DeviceModel.snapshot()`` form."""
         ex, table = self.core.executor, self.core.table
         get = lambda v: self.ctx.get(v.as_value())
-        return rtl_snapshot(self.params, get(table.entries), get(ex.endpoints),
+        mem = table.payload_memory.data
+        payloads = [self.ctx.get(mem[i]).as_value().value for i in range(self.params.entries)]
+        return rtl_snapshot(self.params, get(table.tags), payloads, get(ex.endpoints),
                             get(ex.domains))
 
     async def request(self, readable, wlen, max_cycles=1000):

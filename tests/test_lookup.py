@@ -1,0 +1,541 @@
+# amaranth: UnusedElaboratable=no
+"""Translation lookups (rtl/lookup.py) through the device core, against the reference model.
+
+* latency: a lookup presented in cycle t is answered in cycle t+3 and in no other cycle;
+* throughput: one lookup per cycle per port, back to back, answered in order, each answer
+  echoing its request and equal to the model's;
+* two lookup ports work independently (different streams, idle cycles on one port);
+* every decision branch of ``DeviceModel.translate``, with the expected answer written out
+  (allowed, phys, mmio, via; or reason and fault flags) as well as compared to the model.
+
+The harness is the same as tests/test_core_requests.py's (requests checked against the
+model and the full state; every lookup's response checked to arrive exactly 3 cycles later).
+"""
+
+import random
+
+import pytest
+from amaranth.lib import data
+from amaranth.sim import Simulator
+
+from viommu.rtl.core import Core, LOOKUP_LATENCY
+from viommu.rtl.layouts import (ReqType, Status, Feature, AttachFlag, MapFlag, FaultReason,
+                                FaultFlag, LookupVia, ResvSubtype, lookup_response_layout)
+from viommu.rtl.params import CoreParams, ResvRegion
+from viommu.sim.model import (DeviceModel, Translation, ALL_FEATURES, attach, detach, map_,
+                              unmap, probe)
+from viommu.sim.core_bench import CoreBench, request_beats, translation_of
+
+
+G = 4096
+U64 = (1 << 64) - 1
+R, W, RW = MapFlag.READ, MapFlag.WRITE, MapFlag.READ | MapFlag.WRITE
+MMIO = MapFlag.MMIO
+SMALL = dict(entries=8, endpoints=4)
+
+
+# --- harness (identical to tests/test_core_requests.py) -----------------------------------
+
+class Harness:
+    def __init__(self, core, ctx, model):
+        self.core, self.ctx, self.model = core, ctx, model
+        self.params = core.params
+        self.bench = CoreBench(core, ctx)
+        self.cycle = 0
+        n = self.params.lookup_ports
+        self.feed = [[] for _ in range(n)]        # lookups to present, one per cycle
+        self.inflight = [[] for _ in range(n)]    # (presented cycle, (ep, iova, write))
+        self.answers = [[] for _ in range(n)]     # (presented, answered, req, Translation)
+        self.resp_layout = data.Layout.cast(lookup_response_layout(self.params.endpoint_width))
+        self.requests = 0
+
+    async def set_features(self, features, bypass=None):
+        self.model.features = frozenset(features)
+        if bypass is not None:
+            self.model.bypass = bypass
+        await self.bench.setup(self.model.features, self.model.bypass)
+
+    async def tick(self):
+        """One clock cycle: present the next fed lookup on each port, collect the answers
+        due in this cycle (exactly LOOKUP_LATENCY cycles after presentation)."""
+        ctx = self.ctx
+        for i, port in enumerate(self.core.lookup):
+            q = self.inflight[i]
+            due = bool(q) and q[0][0] == self.cycle - LOOKUP_LATENCY
+            valid = ctx.get(port.resp.valid)
+            assert bool(valid) == due, \
+                f"cycle {self.cycle} port {i}: resp.valid={valid}, expected {int(due)}"
+            if due:
+                t0, req = q.pop(0)
+                raw = self.resp_layout.from_bits(ctx.get(port.resp.payload.as_value()))
+                assert (raw.endpoint, raw.iova, raw.write) == req, \
+                    f"port {i}: response echoes {raw.endpoint, raw.iova, raw.write}, not {req}"
+                t = translation_of(raw)
+                if not t.allowed:
+                    assert raw.via == LookupVia.NONE
+                self.answers[i].append((t0, self.cycle, req, t))
+            if self.feed[i]:
+                req = self.feed[i].pop(0)
+            else:
+                req = None
+            if req is None:
+                ctx.set(port.req.valid, 0)
+            else:
+                ep, iova, write = req
+                ctx.set(port.req.valid, 1)
+                ctx.set(port.req.payload.endpoint, ep)
+                ctx.set(port.req.payload.iova, iova)
+                ctx.set(port.req.payload.write, write)
+                q.append((self.cycle, (ep, iova, int(write))))
+        await ctx.tick()
+        self.cycle += 1
+
+    async def drain(self):
+        for f in self.feed:
+            f.clear()
+        while any(self.inflight):
+            await self.tick()
+
+    async def flush(self):
+        """Present every fed lookup, then wait for every answer."""
+        while any(self.feed) or any(self.inflight):
+            await self.tick()
+
+    async def raw_request(self, readable, wlen):
+        """Stream one request, collect its answer. Returns (answer, first valid cycle)."""
+        ctx, core = self.ctx, self.core
+        beats = request_beats(readable, wlen)
+        ctx.set(core.resp.ready, 1)
+        out, first, k, start = bytearray(), None, 0, self.cycle
+        while True:
+            if k < len(beats):
+                ctx.set(core.req.valid, 1)
+                ctx.set(core.req.payload.as_value(), beats[k])
+                fire = bool(ctx.get(core.req.ready))
+            else:
+                ctx.set(core.req.valid, 0)
+                fire = False
+            rvalid = ctx.get(core.resp.valid)
+            payload = ctx.get(core.resp.payload)
+            if rvalid:
+                assert k == len(beats), "response before the request was fully sent"
+                if first is None:
+                    first = self.cycle
+            await self.tick()
+            if fire:
+                k += 1
+            if rvalid:
+                out += payload.data.to_bytes(8, "little")[:payload.nbytes]
+                if payload.last:
+                    break
+            assert self.cycle - start < 2000, "core did not answer"
+        ctx.set(core.req.valid, 0)
+        return bytes(out), first
+
+    async def req(self, readable, wlen=None, expect=None):
+        """One request, checked against the model (see the module docstring).
+
+        ``expect``: a Status (the answer must be exactly that 4-byte tail), or bytes (the
+        whole answer). Returns the answer."""
+        readable = bytes(readable)
+        if wlen is None:
+            wlen = (self.params.probe_size if readable[:1] == bytes([ReqType.PROBE]) else 0) + 4
+        before = self.bench.snapshot()
+        assert before == self.model.snapshot(), "state differs before the request"
+        model_before = self.model.snapshot()
+        want = self.model.execute(readable, wlen)
+        got, first = await self.raw_request(readable, wlen)
+        self.last_first_valid = first
+        self.requests += 1
+        assert got == want, f"{readable.hex()} wlen={wlen}: answered {got.hex()}, " \
+                            f"model {want.hex()}"
+        after = self.bench.snapshot()
+        assert after == self.model.snapshot(), \
+            f"{readable.hex()}: state\n rtl   {after}\n model {self.model.snapshot()}"
+        if not got or got[-4] != Status.OK:
+            assert after == before, f"rejected {readable.hex()} changed the state"
+            assert after == model_before
+        if expect is not None:
+            if isinstance(expect, Status):
+                assert got == bytes([expect, 0, 0, 0]), \
+                    f"{readable.hex()}: answered {got.hex()}, expected {expect.name}"
+            else:
+                assert got == expect, f"{readable.hex()}: answered {got.hex()}"
+        return got
+
+    async def lookup(self, ep, iova, write=False, port=0):
+        """One lookup alone in the pipeline; returns its Translation (checked vs model)."""
+        await self.drain()
+        self.feed[port].append((ep, iova, int(write)))
+        n = len(self.answers[port])
+        for _ in range(LOOKUP_LATENCY + 1):
+            await self.tick()
+        assert len(self.answers[port]) == n + 1
+        t0, t1, _, got = self.answers[port][-1]
+        assert t1 - t0 == LOOKUP_LATENCY
+        want = self.model.translate(ep, iova, write)
+        assert got == want, f"lookup ep={ep} iova={iova:#x} write={write}: {got}, model {want}"
+        return got
+
+    async def expect_lookup(self, ep, iova, write, expected, port=0):
+        got = await self.lookup(ep, iova, write, port)
+        assert got == expected, f"lookup ep={ep} iova={iova:#x} write={write}: {got}"
+
+
+def allow(phys, via=LookupVia.MAPPING, mmio=False):
+    return Translation(True, phys=phys, mmio=mmio, via=via)
+
+
+def deny(reason, write):
+    flags = (FaultFlag.WRITE if write else FaultFlag.READ) | FaultFlag.ADDRESS
+    return Translation(False, reason=int(reason), flags=int(flags))
+
+
+def run(body, *, params=None, features=ALL_FEATURES, bypass=0, **kw):
+    params = params if params is not None else CoreParams(**(kw or SMALL))
+    core = Core(params=params)
+    model = DeviceModel(params, features=features, bypass=bypass)
+    done = []
+
+    async def tb(ctx):
+        h = Harness(core, ctx, model)
+        await h.bench.setup(model.features, bypass)
+        await body(h)
+        await h.drain()
+        done.append(h)
+
+    sim = Simulator(core)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    assert done, "testbench did not finish"
+    return done[0]
+
+
+
+# --- configuration used by most tests ------------------------------------------------------
+
+RESV = ResvRegion(0x10000000, 0x1000ffff, ResvSubtype.RESERVED)
+MSI = ResvRegion(0xfee00000, 0xfeefffff, ResvSubtype.MSI)
+EP_T, EP_B, EP_U = 0, 3, 0x1234          # translated domain, bypass domain, unattached
+UNKNOWN_EPS = (1, 2, 4, 0x1235, 0x0234, 0xffff)
+
+
+def branch_params(write_only_reads=False, lookup_ports=1):
+    return CoreParams(entries=16, endpoints=[EP_T, EP_B, EP_U], resv_regions=[RESV, MSI],
+                      write_only_reads=write_only_reads, lookup_ports=lookup_ports)
+
+
+#: Domain 1's mappings: (virt_start, virt_end, phys, flags)
+MAPS = {
+    "R":        (0x100000, 0x101fff, 0x8000000, R),
+    "W":        (0x200000, 0x200fff, 0x9000000, W),
+    "RW":       (0x300000, 0x303fff, 0xa000000, RW),
+    "NONE":     (0x400000, 0x400fff, 0xb000000, 0),
+    "MMIO":     (0x500000, 0x500fff, 0xfed00000, RW | MMIO),
+    "TOP":      (U64 - 2 * G + 1, U64, 0x7000, RW),
+    "CARRY":    (0xfffff000, 0x100000fff, 0x7fffff000, RW),
+    "WRAP":     (1 << 63, (1 << 63) + G - 1, 0x1000, RW),
+    "PHYS_TOP": (0x700000, 0x700fff, U64 - G + 1, RW),
+    "MSI_PREV": (0xfedff000, 0xfedfffff, 0xd000000, RW),
+    "MSI_NEXT": (0xfef00000, 0xfef00fff, 0xc000000, RW),
+    "RESV_PREV": (0x0ffff000, 0x0fffffff, 0xe000000, RW),
+    "RESV_NEXT": (0x10010000, 0x10010fff, 0xf000000, RW),
+}
+
+
+async def setup_branches(h):
+    await h.req(attach(1, EP_T), expect=Status.OK)
+    await h.req(attach(2, EP_B, AttachFlag.BYPASS), expect=Status.OK)
+    for vs, ve, ph, fl in MAPS.values():
+        await h.req(map_(1, vs, ve, ph, fl), expect=Status.OK)
+
+
+def interesting_iovas():
+    out = {0, 1, U64, 1 << 63, 0x600000}
+    for vs, ve, _, _ in MAPS.values():
+        out |= {vs, ve, (vs - 1) & U64, (ve + 1) & U64, (vs + ve) // 2}
+    for r in (RESV, MSI):
+        out |= {r.start, r.end, r.start - 1, r.end + 1}
+    return sorted(out)
+
+
+# --- latency and throughput ---------------------------------------------------------------
+
+def test_latency_exactly_three_cycles():
+    async def body(h):
+        await setup_branches(h)
+        await h.drain()
+        ctx, port = h.ctx, h.core.lookup[0]
+        ctx.set(port.req.valid, 1)
+        ctx.set(port.req.payload.endpoint, EP_T)
+        ctx.set(port.req.payload.iova, 0x300123)
+        ctx.set(port.req.payload.write, 1)
+        seen = []
+        for k in range(6):
+            seen.append(ctx.get(port.resp.valid))
+            if k == 3:
+                resp = ctx.get(port.resp.payload)
+            await ctx.tick()
+            ctx.set(port.req.valid, 0)
+        assert seen == [0, 0, 0, 1, 0, 0]
+        assert resp.allowed == 1 and resp.phys == 0xa000123
+        assert resp.endpoint == EP_T and resp.iova == 0x300123 and resp.write == 1
+        assert resp.via == LookupVia.MAPPING
+    run(body, params=branch_params())
+
+
+def test_back_to_back_lookups_in_order():
+    rng = random.Random(7)
+    iovas = interesting_iovas()
+    eps = [EP_T, EP_T, EP_T, EP_B, EP_U, 0x1235]
+
+    async def body(h):
+        await setup_branches(h)
+        await h.drain()
+        stream = [(rng.choice(eps), rng.choice(iovas), rng.getrandbits(1)) for _ in range(300)]
+        start = h.cycle
+        h.feed[0] = list(stream)
+        await h.tick()
+        while h.feed[0] or h.inflight[0]:
+            await h.tick()
+        answers = [a for a in h.answers[0] if a[0] >= start]
+        assert len(answers) == len(stream)
+        for k, ((t0, t1, req, got), sent) in enumerate(zip(answers, stream)):
+            assert t0 == start + k and t1 == t0 + LOOKUP_LATENCY
+            assert req == sent
+            assert got == h.model.translate(*sent), f"lookup {k} {sent}: {got}"
+        outcomes = {(a[3].allowed, a[3].via, a[3].reason) for a in answers}
+        assert len(outcomes) >= 5       # the stream mixes the decision branches
+    run(body, params=branch_params())
+
+
+def test_two_ports_independent():
+    rng = random.Random(11)
+    iovas = interesting_iovas()
+    eps = [EP_T, EP_T, EP_B, EP_U, 0xffff]
+
+    async def body(h):
+        await setup_branches(h)
+        await h.drain()
+        # Port 0: back to back. Port 1: a different stream with idle cycles, shorter.
+        s0 = [(rng.choice(eps), rng.choice(iovas), rng.getrandbits(1)) for _ in range(200)]
+        s1 = [None if rng.random() < 0.3 else
+              (rng.choice(eps), rng.choice(iovas), rng.getrandbits(1)) for _ in range(120)]
+        h.feed[0], h.feed[1] = list(s0), list(s1)
+        start = h.cycle
+        while h.feed[0] or h.feed[1] or any(h.inflight):
+            await h.tick()
+        for port, stream in ((0, s0), (1, s1)):
+            answers = [a for a in h.answers[port] if a[0] >= start]
+            sent = [(start + k, s) for k, s in enumerate(stream) if s is not None]
+            assert len(answers) == len(sent), port
+            for (t0, t1, req, got), (ts, s) in zip(answers, sent):
+                assert (t0, req) == (ts, s) and t1 == t0 + LOOKUP_LATENCY
+                assert got == h.model.translate(*s), f"port {port} {s}: {got}"
+        # The same lookup on both ports in the same cycle gets the same answer, and two
+        # different lookups in the same cycle get their own answers.
+        h.feed[0] = [(EP_T, 0x300010, 1), (EP_T, 0x100010, 1)]
+        h.feed[1] = [(EP_T, 0x300010, 1), (EP_T, 0x100010, 0)]
+        n0, n1 = len(h.answers[0]), len(h.answers[1])
+        await h.flush()
+        a0, a1 = h.answers[0][n0:], h.answers[1][n1:]
+        assert [a[3] for a in a0] == [allow(0xa000010), deny(FaultReason.MAPPING, True)]
+        assert [a[3] for a in a1] == [allow(0xa000010), allow(0x8000010)]
+    run(body, params=branch_params(lookup_ports=2))
+
+
+# --- every decision branch ----------------------------------------------------------------
+
+def _branch_checks(wor):
+    d = lambda reason, w: deny(reason, w)
+    M = FaultReason.MAPPING
+    checks = []
+    add = lambda ep, iova, w, exp: checks.append((ep, iova, w, exp))
+    # Unknown endpoint.
+    for ep in UNKNOWN_EPS:
+        for w in (0, 1):
+            add(ep, 0x300000, w, d(FaultReason.UNKNOWN, w))
+    # Unattached, no bypass.
+    for w in (0, 1):
+        add(EP_U, 0x300000, w, d(FaultReason.DOMAIN, w))
+        add(EP_U, 0xfee00000, w, d(FaultReason.DOMAIN, w))
+    # Bypass domain: identity everywhere, reserved and MSI regions included.
+    for iova in (0, 0x300000, RESV.start, MSI.start, MSI.end, U64):
+        for w in (0, 1):
+            add(EP_B, iova, w, allow(iova, via=LookupVia.BYPASS))
+    # MSI region of a translated domain: writes pass untranslated, reads are denied.
+    for iova in (MSI.start, MSI.start + 0x4567, MSI.end):
+        add(EP_T, iova, 1, allow(iova, via=LookupVia.MSI))
+        add(EP_T, iova, 0, d(M, 0))
+    add(EP_T, MSI.start - 1, 1, allow(0xd000fff))              # MSI_PREV mapping
+    add(EP_T, MSI.end + 1, 0, allow(0xc000000))                # MSI_NEXT mapping
+    # RESERVED region: denied both ways; its neighbours are ordinary mappings.
+    for iova in (RESV.start, RESV.start + 0x8000, RESV.end):
+        for w in (0, 1):
+            add(EP_T, iova, w, d(M, w))
+    add(EP_T, RESV.start - 1, 1, allow(0xe000fff))
+    add(EP_T, RESV.end + 1, 0, allow(0xf000000))
+    # Permissions.
+    add(EP_T, 0x100000, 0, allow(0x8000000))                   # R
+    add(EP_T, 0x101fff, 0, allow(0x8001fff))
+    add(EP_T, 0x100000, 1, d(M, 1))
+    add(EP_T, 0x101fff, 1, d(M, 1))
+    add(EP_T, 0x200abc, 1, allow(0x9000abc))                   # W
+    add(EP_T, 0x200abc, 0, allow(0x9000abc) if wor else d(M, 0))
+    add(EP_T, 0x200000, 0, allow(0x9000000) if wor else d(M, 0))
+    for w in (0, 1):                                            # no permission
+        add(EP_T, 0x400000, w, d(M, w))
+        add(EP_T, 0x400fff, w, d(M, w))
+    # RW: first and last page, first and last byte, one byte outside.
+    for iova in (0x300000, 0x300fff, 0x301000, 0x303000, 0x303fff):
+        for w in (0, 1):
+            add(EP_T, iova, w, allow(0xa000000 + iova - 0x300000))
+    for iova in (0x2fffff, 0x304000):
+        for w in (0, 1):
+            add(EP_T, iova, w, d(M, w))
+    # MMIO flag travels with the answer.
+    add(EP_T, 0x500010, 1, allow(0xfed00010, mmio=True))
+    add(EP_T, 0x500fff, 0, allow(0xfed00fff, mmio=True))
+    add(EP_T, 0x501000, 0, d(M, 0))
+    # Miss.
+    for iova in (0, 0x600000, (1 << 63) - 1, U64 - 2 * G):
+        add(EP_T, iova, 0, d(M, 0))
+    # Top page of the 64-bit space.
+    add(EP_T, U64, 0, allow(0x8fff))
+    add(EP_T, U64, 1, allow(0x8fff))
+    add(EP_T, U64 - G + 1, 1, allow(0x8000))
+    add(EP_T, U64 - 2 * G + 1, 0, allow(0x7000))
+    # Carries of iova + offset across page-number bits; offsets that wrap.
+    add(EP_T, 0xfffffabc, 0, allow(0x7fffffabc))
+    add(EP_T, 0x100000abc, 1, allow(0x800000abc))
+    add(EP_T, (1 << 63) + 0x123, 0, allow(0x1123))
+    add(EP_T, (1 << 63) + 0xfff, 1, allow(0x1fff))
+    add(EP_T, 0x700000, 0, allow(U64 - G + 1))
+    add(EP_T, 0x700fff, 1, allow(U64))
+    return checks
+
+
+@pytest.mark.parametrize("wor", [False, True], ids=["strict", "write_only_reads"])
+def test_decision_branches(wor):
+    checks = _branch_checks(wor)
+
+    async def body(h):
+        await setup_branches(h)
+        for ep, iova, w, exp in checks:
+            await h.expect_lookup(ep, iova, w, exp)
+        assert {c[3].via for c in checks if c[3].allowed} == \
+               {LookupVia.MAPPING, LookupVia.BYPASS, LookupVia.MSI}
+        assert {c[3].reason for c in checks if not c[3].allowed} == \
+               {FaultReason.UNKNOWN, FaultReason.DOMAIN, FaultReason.MAPPING}
+    run(body, params=branch_params(write_only_reads=wor))
+
+
+def test_unattached_bypass_modes():
+    BC = Feature.BYPASS_CONFIG
+    modes = [  # (features, bypass byte, unattached endpoints bypass?)
+        (ALL_FEATURES, 0, False),
+        (ALL_FEATURES, 1, True),
+        (ALL_FEATURES - {BC}, 1, False),                   # the byte needs BYPASS_CONFIG
+        (ALL_FEATURES - {BC}, 0, False),
+        ((ALL_FEATURES - {BC}) | {Feature.BYPASS}, 0, True),   # legacy F_BYPASS
+        ((ALL_FEATURES - {BC}) | {Feature.BYPASS}, 1, True),
+        (ALL_FEATURES | {Feature.BYPASS}, 0, True),
+        (ALL_FEATURES, 1, True),
+        (ALL_FEATURES, 0, False),
+    ]
+
+    async def body(h):
+        await setup_branches(h)
+        for features, byte, byp in modes:
+            await h.set_features(features, byte)
+            for w in (0, 1):
+                for iova in (0x300000, MSI.start, RESV.start, U64):
+                    exp = (allow(iova, via=LookupVia.BYPASS) if byp
+                           else deny(FaultReason.DOMAIN, w))
+                    await h.expect_lookup(EP_U, iova, w, exp)
+                # Unknown and attached endpoints are not affected.
+                await h.expect_lookup(0x1235, 0x300000, w, deny(FaultReason.UNKNOWN, w))
+                await h.expect_lookup(EP_T, 0x600000, w, deny(FaultReason.MAPPING, w))
+                await h.expect_lookup(EP_T, 0x300000, w, allow(0xa000000))
+        # A detached endpoint follows the unattached rule.
+        await h.set_features(ALL_FEATURES, 1)
+        await h.req(detach(1, EP_T), expect=Status.OK)
+        await h.expect_lookup(EP_T, 0x300000, 0, allow(0x300000, via=LookupVia.BYPASS))
+        await h.set_features(ALL_FEATURES, 0)
+        await h.expect_lookup(EP_T, 0x300000, 0, deny(FaultReason.DOMAIN, 0))
+    run(body, params=branch_params())
+
+
+def test_reserved_regions_are_per_endpoint():
+    """Endpoint 0 has a RESERVED and an MSI region, endpoint 3 none. Both share a domain
+    whose mappings cover those ranges (mapped before endpoint 0 joined)."""
+    params = CoreParams(entries=4, endpoints=[0, 3], resv_regions={0: [RESV, MSI]})
+
+    async def body(h):
+        await h.req(attach(1, 3), expect=Status.OK)
+        await h.req(map_(1, 0x0ffff000, 0x10010fff, 0x40000000, RW), expect=Status.OK)
+        await h.req(map_(1, MSI.start, MSI.end, 0x50000000, RW), expect=Status.OK)
+        await h.req(attach(1, 0), expect=Status.OK)
+        for w in (0, 1):
+            await h.expect_lookup(3, RESV.start, w, allow(0x40001000))
+            await h.expect_lookup(0, RESV.start, w, deny(FaultReason.MAPPING, w))
+            await h.expect_lookup(0, RESV.end, w, deny(FaultReason.MAPPING, w))
+            await h.expect_lookup(0, RESV.end + 1, w, allow(0x40011000))
+            await h.expect_lookup(3, MSI.start + 8, w, allow(0x50000008))
+        await h.expect_lookup(0, MSI.start + 8, 1, allow(MSI.start + 8, via=LookupVia.MSI))
+        await h.expect_lookup(0, MSI.start + 8, 0, deny(FaultReason.MAPPING, 0))
+        # With endpoint 0 in the domain, a MAP overlapping its regions is refused...
+        await h.req(unmap(1, MSI.start, MSI.end), expect=Status.OK)
+        await h.req(map_(1, MSI.end - G + 1, MSI.end + G, 0), expect=Status.INVAL)
+        await h.req(map_(1, MSI.end + 1, MSI.end + G, 0), expect=Status.OK)
+        # ...and accepted again once it left.
+        await h.req(detach(1, 0), expect=Status.OK)
+        await h.req(map_(1, MSI.end - G + 1, MSI.end, 0x60000000), expect=Status.OK)
+        await h.expect_lookup(3, MSI.end, 1, allow(0x60000fff))
+    run(body, params=params)
+
+
+@pytest.mark.parametrize("shift", [12, 16, 21, 30])
+def test_granules_keep_offset_bits_and_carry(shift):
+    g = 1 << shift
+    params = CoreParams(entries=4, endpoints=2, page_size_mask=U64 & ~(g - 1),
+                        resv_regions=())
+
+    async def body(h):
+        await h.req(attach(1, 0), expect=Status.OK)
+        # virt pages [1, 2] -> phys pages [2**(40-shift) - 1, 2**(40-shift)]: a carry out of
+        # the low page-number bits inside the mapping.
+        phys = (1 << 40) - g
+        await h.req(map_(1, g, 3 * g - 1, phys, RW), expect=Status.OK)
+        await h.req(map_(1, U64 - g + 1, U64, 0, R), expect=Status.OK)
+        await h.expect_lookup(0, g, 0, allow(phys))
+        await h.expect_lookup(0, 2 * g - 1, 1, allow(phys + g - 1))
+        await h.expect_lookup(0, 2 * g, 1, allow(1 << 40))
+        await h.expect_lookup(0, 3 * g - 1, 0, allow((1 << 40) + g - 1))
+        await h.expect_lookup(0, g - 1, 0, deny(FaultReason.MAPPING, 0))
+        await h.expect_lookup(0, 3 * g, 1, deny(FaultReason.MAPPING, 1))
+        await h.expect_lookup(0, U64, 0, allow(g - 1))
+        await h.expect_lookup(0, U64, 1, deny(FaultReason.MAPPING, 1))
+        await h.expect_lookup(0, U64 - g + 1, 0, allow(0))
+    run(body, params=params)
+
+
+def test_lookups_follow_state_changes():
+    """Answers track requests: map, unmap, detach, re-attach, move."""
+    async def body(h):
+        await h.req(attach(1, 0), expect=Status.OK)
+        await h.expect_lookup(0, 0x1000, 0, deny(FaultReason.MAPPING, 0))
+        await h.req(map_(1, 0x1000, 0x1fff, 0x5000, R), expect=Status.OK)
+        await h.expect_lookup(0, 0x1000, 0, allow(0x5000))
+        await h.expect_lookup(1, 0x1000, 0, deny(FaultReason.DOMAIN, 0))
+        await h.req(attach(1, 1), expect=Status.OK)
+        await h.expect_lookup(1, 0x1abc, 0, allow(0x5abc))
+        await h.req(unmap(1, 0x1000, 0x1fff), expect=Status.OK)
+        await h.expect_lookup(1, 0x1abc, 0, deny(FaultReason.MAPPING, 0))
+        await h.req(map_(1, 0x1000, 0x1fff, 0x6000, W), expect=Status.OK)
+        await h.expect_lookup(0, 0x1abc, 1, allow(0x6abc))
+        await h.req(attach(2, 0), expect=Status.OK)
+        await h.expect_lookup(0, 0x1abc, 1, deny(FaultReason.MAPPING, 1))
+        await h.expect_lookup(1, 0x1abc, 1, allow(0x6abc))
+    run(body)
