@@ -48,14 +48,16 @@ class Executor(wiring.Component):
 
     Timing (cycles, one beat per cycle on both streams)::
 
-        request  beats  decode  table  wait  response
-        ATTACH     3      2       -     3     1
-        DETACH     3      2       -     3     1
-        MAP        5      2       1     -     1
-        UNMAP      4      2       2     3     1
-        PROBE      9      2       -     -     probe_size / 8 + 1
+        request  beats  decode  table  apply  wait  response
+        ATTACH     3      2       -      1     3     1
+        DETACH     3      2       -      1     3     1
+        MAP        5      2       1      1     -     1
+        UNMAP      4      2       2      1     3     1
+        PROBE      9      2       -      -     -     probe_size / 8 + 1
 
-    i.e. 9 cycles per MAP and 12 per UNMAP, independent of the table size. The "wait" of
+    i.e. 10 cycles per MAP and 13 per UNMAP, independent of the table size. Decisions that
+    reduce over every entry are registered before the change fans out to every entry
+    (the "apply" cycle), so neither path limits the clock. The "wait" of
     requests that can remove access lets lookups already in the pipeline drain, so that
     from the cycle the response's first beat is valid every lookup *response* reflects the
     request (see :mod:`.core`).
@@ -122,6 +124,7 @@ class Executor(wiring.Component):
             "dom_out": 1, "ep_known": 1, "ep_oh": n_eps, "dom_exists": 1, "dom_slot": dsb,
             "dom_bypass": 1, "misaligned": 1, "reversed": 1, "iova_out": 1,
             "size": 64, "vs_m1": 64, "ve_p1": 65, "resv_ovl": n_eps,
+            "offset": p.phys_page_bits,
         }))
 
         # --- table-dependent results ----------------------------------------------------
@@ -171,6 +174,22 @@ class Executor(wiring.Component):
             self.resp.payload.data.eq(Cat(lanes)),
             self.resp.payload.nbytes.eq(Mux(remaining > 8, 8, remaining)),
             self.resp.payload.last.eq(remaining <= 8),
+        ]
+
+        # The entry a MAP writes: driven from the request buffer all the time, so that only
+        # write_en depends on the MAP's decision (see the MAP and MAP_WRITE states).
+        free_slot = Signal(range(n))
+        entry = self.table_write_entry
+        m.d.comb += [
+            self.table_write_index.eq(free_slot),
+            entry.tag.valid.eq(1),
+            entry.tag.dslot.eq(d.dom_slot),
+            entry.tag.start.eq(map_.virt_start[shift:ib]),
+            entry.tag.end.eq(map_.virt_end[shift:ib]),
+            entry.payload.offset.eq(d.offset),
+            entry.payload.read.eq(map_.flags[0]),
+            entry.payload.write.eq(map_.flags[1]),
+            entry.payload.mmio.eq(map_.flags[2]),
         ]
 
         # Helpers for endpoint / domain state.
@@ -263,6 +282,7 @@ class Executor(wiring.Component):
                     d.reversed.eq(ve < vs),
                     d.iova_out.eq((vs < p.input_range[0]) | (ve > p.input_range[1])),
                     d.size.eq(ve - vs),
+                    d.offset.eq(map_.phys_start[shift:] - map_.virt_start[shift:]),
                     d.vs_m1.eq(vs - 1),
                     d.ve_p1.eq(ve + 1),
                     d.resv_ovl.eq(Cat(
@@ -317,8 +337,7 @@ class Executor(wiring.Component):
                     with m.Elif(ep_cur.attached & d.dom_exists & (ep_cur.dslot == d.dom_slot)):
                         respond(Status.OK)
                     with m.Else():
-                        self._attach(m, d, attach, ep_cur, ep_index, others_in)
-                        respond(Status.OK, then="WAIT")
+                        m.next = "APPLY"
                 with m.Elif(rtype == ReqType.DETACH):
                     with m.If(d.reserved_nz):
                         respond(Status.INVAL)
@@ -330,8 +349,7 @@ class Executor(wiring.Component):
                                   (ep_cur.dslot == d.dom_slot))):
                         respond(Status.INVAL)
                     with m.Else():
-                        self._leave(m, ep_cur, ep_index, others_in)
-                        respond(Status.OK, then="WAIT")
+                        m.next = "APPLY"
                 with m.Elif(~feat.map_unmap):
                     respond(Status.UNSUPP)
                 with m.Elif(rtype == ReqType.MAP):
@@ -366,27 +384,20 @@ class Executor(wiring.Component):
                         m.next = "UNMAP_OVERLAP"
 
             with m.State("MAP"):
+                # Decide here, write in the next cycle: the decision (a reduction over every
+                # entry) and the write (a fan-out to every entry) would not fit in one.
                 ovl = (self.table_x_ge_start & self.table_y_le_end & self.table_in_domain)
                 with m.If(ovl.any()):
                     respond(Status.INVAL)
                 with m.Elif(~self.table_free_valid):
                     respond(Status.NOMEM)
                 with m.Else():
-                    entry = self.table_write_entry
-                    m.d.comb += [
-                        self.table_write_en.eq(1),
-                        self.table_write_index.eq(self.table_free_index),
-                        entry.tag.valid.eq(1),
-                        entry.tag.dslot.eq(d.dom_slot),
-                        entry.tag.start.eq(map_.virt_start[shift:ib]),
-                        entry.tag.end.eq(map_.virt_end[shift:ib]),
-                        entry.payload.offset.eq(map_.phys_start[shift:] -
-                                                map_.virt_start[shift:]),
-                        entry.payload.read.eq(map_.flags[0]),
-                        entry.payload.write.eq(map_.flags[1]),
-                        entry.payload.mmio.eq(map_.flags[2]),
-                    ]
-                    respond(Status.OK)
+                    m.d.sync += free_slot.eq(self.table_free_index)
+                    m.next = "MAP_WRITE"
+
+            with m.State("MAP_WRITE"):
+                m.d.comb += self.table_write_en.eq(1)
+                respond(Status.OK)
 
             with m.State("UNMAP_OVERLAP"):
                 # Overlap: virt_start <= end_i and virt_end >= start_i (asked in DECODE).
@@ -402,8 +413,19 @@ class Executor(wiring.Component):
                 with m.If((overlap & ~covered).any()):
                     respond(Status.RANGE)
                 with m.Else():
-                    m.d.comb += self.table_kill.eq(overlap)
-                    respond(Status.OK, then="WAIT")
+                    m.next = "UNMAP_KILL"
+
+            with m.State("UNMAP_KILL"):
+                m.d.comb += self.table_kill.eq(overlap)
+                respond(Status.OK, then="WAIT")
+
+            with m.State("APPLY"):
+                # ATTACH / DETACH, decided in CHECK, applied here at one clock edge.
+                with m.If(rtype == ReqType.ATTACH):
+                    self._attach(m, d, attach, ep_cur, ep_index, others_in)
+                with m.Else():
+                    self._leave(m, ep_cur, ep_index, others_in)
+                respond(Status.OK, then="WAIT")
 
             with m.State("WAIT"):
                 # Let lookups decided against the old state leave the pipeline.
