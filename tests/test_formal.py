@@ -86,10 +86,10 @@ def test_prove_ordering_contract(tmp_path):
 @pytest.mark.slow
 def test_covers_are_reachable(tmp_path):
     """The proofs are not vacuous: from reset the core attaches an endpoint, maps a range
-    and grants a lookup through it via MAPPING (20 cycles), and a request is answered RANGE
-    as the ``unchanged`` harness decodes the status byte. Steps before 18 are not searched
-    (``skip``), which saves solver time; both covers are reachable from 18 on."""
-    res = run_sby("cover", small_params(), 22, "cover", tmp_path, skip=18)
+    and grants a lookup through it via MAPPING (22 cycles), and a request is answered RANGE
+    as the ``unchanged`` harness decodes the status byte. Steps before 19 are not searched
+    (``skip``), which saves solver time; both covers are reachable from 19 on."""
+    res = run_sby("cover", small_params(), 25, "cover", tmp_path, skip=19)
     assert res.passed, f"a cover is unreachable:\n{res.summary()}"
     assert len(res.traces) == 2
 
@@ -99,13 +99,13 @@ def test_lookup_property_catches_missing_domain_check(tmp_path):
     """Mutation: a lookup port that ignores domain slots must violate lookup soundness.
 
     The search is a cover of "some lookup check fails" (``hunt``), in cover mode from
-    reset: sby PASS means a counterexample was found. The shortest one takes 26 cycles
-    (ATTACH endpoint 0 to domain A, MAP a range into A, ATTACH endpoint 1 to domain B,
-    then endpoint 1's lookup of A's range is granted via MAPPING), so steps before 25 are
-    not searched (``skip``): checking each of them costs far more solver time than the
+    reset: sby PASS means a counterexample was found. The shortest one takes about 29
+    cycles (ATTACH endpoint 0 to domain A, MAP a range into A, ATTACH endpoint 1 to domain
+    B, then endpoint 1's lookup of A's range is granted via MAPPING), so steps before 27
+    are not searched (``skip``): checking each of them costs far more solver time than the
     one that finds the trace."""
-    res = run_sby("lookup", small_params(), 27, "cover", tmp_path, mutation="no_domain_check",
-                  hunt=True, skip=25, verbose=False)
+    res = run_sby("lookup", small_params(), 31, "cover", tmp_path, mutation="no_domain_check",
+                  hunt=True, skip=27, verbose=False)
     assert res.passed, f"no counterexample found for the mutant:\n{res.summary()}"
     trace = read_vcd(res.traces[0])
     last = len(trace["core_formal.clk"]) - 1
@@ -118,8 +118,8 @@ def test_lookup_property_catches_missing_domain_check(tmp_path):
 @pytest.mark.slow
 def test_ordering_property_catches_short_wait(tmp_path):
     """Mutation: an executor that answers ATTACH/DETACH/UNMAP 1 cycle after applying them
-    (instead of 3) must violate the ordering contract. BMC from reset finds it at step 6
-    (an ATTACH: 3 beats, decode, check/apply, 1 wait cycle, response)."""
+    (instead of 3) must violate the ordering contract. BMC from reset finds it at step 7
+    (an ATTACH: 3 beats, decode, check, apply, 1 wait cycle, response)."""
     res = run_sby("ordering", small_params(), 12, "bmc", tmp_path, mutation="short_wait",
                   verbose=False)
     assert res.status == "FAIL", res.summary()
