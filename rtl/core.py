@@ -19,7 +19,8 @@ Ordering contract
 Let a request's response be first valid (``resp.valid``) in cycle ``c``.
 
 1. Every lookup *presented* in cycle ``c`` or later is decided against a state that
-   includes the request's effect (and the effects of all earlier requests).
+   includes the request's effect (and the effects of all earlier requests). (A lookup
+   presented in cycle ``t`` is decided against the state of cycle ``t + 1``.)
 2. For requests that can remove access (UNMAP, DETACH, ATTACH that moves an endpoint),
    every lookup *response* delivered in cycle ``c`` or later reflects the request: the
    executor holds the response back until lookups decided against the old state have left

@@ -342,7 +342,11 @@ class CoreFormal(Elaboratable):
         ub = (feat.bypass_config & core.bypass) | feat.bypass
 
         for k, port in enumerate(core.lookup):
-            req = port.req.payload
+            # The lookup port registers its request and decides against the state of the
+            # next cycle: the verdict is computed from the request one cycle late.
+            req = Signal.like(port.req.payload, name=f"req{k}_d1")
+            req_valid = Signal(name=f"req{k}_valid_d1")
+            m.d.sync += [req.eq(port.req.payload), req_valid.eq(port.req.valid)]
             ep_hit = [req.endpoint == ep_id for ep_id in p.endpoint_ids]
             known = tree_any(ep_hit)
             attached = tree_any([ep_hit[e] & eps[e].attached for e in range(n_eps)])
@@ -376,7 +380,7 @@ class CoreFormal(Elaboratable):
             })
             now = Signal(verdict, name=f"verdict{k}_t")
             m.d.comb += [
-                now.valid.eq(port.req.valid),
+                now.valid.eq(req_valid),
                 now.endpoint.eq(req.endpoint),
                 now.iova.eq(req.iova),
                 now.write.eq(req.write),
@@ -390,7 +394,7 @@ class CoreFormal(Elaboratable):
             # The verdict travels alongside the lookup: ``then`` is the verdict of the
             # lookup whose response is on the port now.
             then = now
-            for stage in range(LOOKUP_LATENCY):
+            for stage in range(LOOKUP_LATENCY - 1):
                 nxt = Signal(verdict, name=f"verdict{k}_d{stage + 1}")
                 m.d.sync += nxt.eq(then)
                 then = nxt

@@ -34,21 +34,22 @@ class LookupPort(wiring.Component):
 
     A request ``{endpoint, iova, write}`` presented on :attr:`req` (``valid`` high) in cycle
     ``t`` is answered on :attr:`resp` in cycle ``t + 3``; one request per cycle, no
-    backpressure. The request is decided against the table state of cycle ``t`` (see the
-    ordering contract in :mod:`.core`).
+    backpressure. The request is decided against the table state of cycle ``t + 1`` (see
+    the ordering contract in :mod:`.core`).
 
     Pipeline:
 
-    * cycle t: endpoint ID decoded against the configured IDs; its state (attached, domain
-      slot, bypass domain) and its reserved regions (MSI window, RESERVED) checked;
-      every CAM entry compares ``iova``'s page number with its ``[start, end]`` and its
+    * cycle t: the request is registered: its page number once per bank of 8 entries (so
+      that no net fans out to more than 16 comparators), the endpoint ID decoded against
+      the configured IDs, the reserved regions (MSI window, RESERVED) checked.
+    * cycle t+1: the endpoint's state (attached, domain slot, bypass domain) is selected;
+      every CAM entry compares its bank's page copy with its ``[start, end]`` and its
       domain slot with the endpoint's (two carry chains and a small equality per entry).
       Registered: one hit bit per entry.
-    * cycle t+1: the hit bits are encoded into an index (entries of one domain never
+    * cycle t+2: the hit bits are encoded into an index (entries of one domain never
       overlap, so at most one bit is set) that reads the entry's offset and permissions
-      from the table's LUT RAM.
-    * cycle t+2: the decision and ``phys = iova + (offset << page_shift)``; registered
-      onto :attr:`resp` for cycle t+3.
+      from the table's LUT RAM; the decision and ``phys = iova + (offset << page_shift)``
+      are registered onto :attr:`resp` for cycle t+3.
 
     The state inputs (:attr:`tags`, :attr:`payload_data`, :attr:`endpoints`,
     :attr:`unattached_bypass`) come
@@ -78,13 +79,9 @@ class LookupPort(wiring.Component):
         n, n_eps, shift = p.entries, p.n_endpoints, p.page_shift
         req = self.req.payload
 
-        # --- stage 1: decode, compare ---------------------------------------------------
-        ep_hit = [req.endpoint == ep_id for ep_id in p.endpoint_ids]
-        ep_state = self.endpoints[0].shape()(tree_or(
-            [Cat(ep_hit[e].replicate(len(self.endpoints[e].as_value()))) &
-             self.endpoints[e].as_value() for e in range(n_eps)],
-            len(self.endpoints[0].as_value())))
-
+        # --- stage 1: register the request, one copy of its page number per bank ------
+        BANK = 8
+        ep_hit_in = Cat(req.endpoint == ep_id for ep_id in p.endpoint_ids)
         regions, region_hit = region_checks(p, req.iova)
         msi_by_ep, resv_by_ep = [], []
         for ep_id in p.endpoint_ids:
@@ -93,40 +90,60 @@ class LookupPort(wiring.Component):
                                        if r in mine and r.subtype == ResvSubtype.MSI]))
             resv_by_ep.append(tree_any([region_hit[k] for k, r in enumerate(regions)
                                         if r in mine and r.subtype == ResvSubtype.RESERVED]))
+        s0 = Signal(data.StructLayout({
+            "valid": 1, "ep_hit": n_eps, "msi": n_eps, "resv": n_eps, "in_range": 1,
+            "endpoint": len(req.endpoint), "iova": 64, "write": 1}))
+        m.d.sync += [
+            s0.valid.eq(self.req.valid),
+            s0.ep_hit.eq(ep_hit_in),
+            s0.msi.eq(Cat(msi_by_ep)),
+            s0.resv.eq(Cat(resv_by_ep)),
+            s0.in_range.eq(req.iova[p.iova_bits:] == 0 if p.iova_bits < 64 else 1),
+            s0.endpoint.eq(req.endpoint),
+            s0.iova.eq(req.iova),
+            s0.write.eq(req.write),
+        ]
+        pages = []
+        for b in range((n + BANK - 1) // BANK):
+            copy = Signal(p.page_bits, name=f"page_bank{b}", attrs={"keep": 1})
+            m.d.sync += copy.eq(req.iova[shift:p.iova_bits])
+            pages.append(copy)
 
-        page = req.iova[shift:p.iova_bits]
+        # --- stage 2: decode the endpoint, compare every entry ---------------------------
+        ep_hit = s0.ep_hit
+        ep_state = self.endpoints[0].shape()(tree_or(
+            [Cat(ep_hit[e].replicate(len(self.endpoints[e].as_value()))) &
+             self.endpoints[e].as_value() for e in range(n_eps)],
+            len(self.endpoints[0].as_value())))
         s1_hit = Signal(n)
         s1 = Signal(data.StructLayout({
             "valid": 1, "known": 1, "attached": 1, "bypass": 1, "ub": 1, "msi": 1, "resv": 1,
             "in_range": 1, "endpoint": len(req.endpoint), "iova": 64, "write": 1}))
         m.d.sync += [
-            s1.valid.eq(self.req.valid),
-            s1.known.eq(tree_any(ep_hit)),
+            s1.valid.eq(s0.valid),
+            s1.known.eq(ep_hit.any()),
             s1.attached.eq(ep_state.attached),
             s1.bypass.eq(ep_state.bypass),
             s1.ub.eq(self.unattached_bypass),
-            s1.msi.eq(tree_any([ep_hit[e] & msi_by_ep[e] for e in range(n_eps)])),
-            s1.resv.eq(tree_any([ep_hit[e] & resv_by_ep[e] for e in range(n_eps)])),
-            # Entries store only the IOVA bits input_range needs: above them, nothing hits.
-            s1.in_range.eq(req.iova[p.iova_bits:] == 0 if p.iova_bits < 64 else 1),
-            s1.endpoint.eq(req.endpoint),
-            s1.iova.eq(req.iova),
-            s1.write.eq(req.write),
+            s1.msi.eq((ep_hit & s0.msi).any()),
+            s1.resv.eq((ep_hit & s0.resv).any()),
+            s1.in_range.eq(s0.in_range),
+            s1.endpoint.eq(s0.endpoint),
+            s1.iova.eq(s0.iova),
+            s1.write.eq(s0.write),
         ]
         for i in range(n):
             t = self.tags[i]
+            page = pages[i // BANK]
             m.d.sync += s1_hit[i].eq(t.valid & (t.dslot == ep_state.dslot) &
                                      uge(page, t.start) & uge(t.end, page))
 
-        # --- stage 2: read the hit entry's payload ---------------------------------------
-        # An entry's payload can only change when it is rewritten, which the executor does
-        # only to a slot that has been invalid for at least two cycles: the payload read
-        # here is the one of the entry that matched in stage 1.
+        # --- stage 3: read the hit entry's payload (LUT RAM), add, decide ----------------
         m.d.comb += self.payload_addr.eq(onehot_encode(s1_hit, n))
         s2 = Signal(data.StructLayout({
             "hit": 1, "offset": p.phys_page_bits, "read": 1, "write_ok": 1, "mmio": 1}))
         s2_ctl = Signal.like(s1)
-        m.d.sync += [
+        m.d.comb += [
             s2.hit.eq(s1_hit.any() & s1.in_range),
             s2.offset.eq(self.payload_data.offset),
             s2.read.eq(self.payload_data.read),
@@ -135,7 +152,7 @@ class LookupPort(wiring.Component):
             s2_ctl.eq(s1),
         ]
 
-        # --- stage 3: decide ------------------------------------------------------------
+        # (stage 3, continued: the decision)
         c = s2_ctl
         resp = self.resp.payload
         access = Signal(9)

@@ -82,7 +82,8 @@ class MappingTable(wiring.Component):
             "free_index":    Out(range(entries)),
         })
         #: The payload storage (simulation testbenches read it through ``.data``).
-        self.payload_memory = Memory(shape=self._payload, depth=entries, init=[])
+        self.payload_memory = Memory(shape=self._payload, depth=entries, init=[],
+                                     attrs={"ram_style": "distributed"})
 
     def elaborate(self, platform):
         m = Module()
