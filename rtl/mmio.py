@@ -57,6 +57,9 @@ class MMIO:
     CONFIG              = 0x100
     #: The ``bypass`` byte of the device configuration (0x100 + 36).
     CONFIG_BYPASS       = 0x124
+    #: Device-specific, read-only: fault reports lost (not part of virtio; past the
+    #: 40-byte configuration, where no driver looks).
+    FAULT_DROPS         = 0x200
 
 
 class VirtqueueRegs(data.Struct):
@@ -104,7 +107,7 @@ class VirtioMMIORegisters(wiring.Component):
     queue_num_max : int
         QueueNumMax of queues 0 and 1: a power of two, 1..32768. Default 256.
     addr_width : int
-        Width of the AXI addresses, 9..32 (the register block needs 0x000..0x127). Offsets
+        Width of the AXI addresses, 10..32 (the register block needs 0x000..0x203). Offsets
         are taken modulo ``2**addr_width``; everything not listed below reads 0. Default 12.
     bypass_init : int
         Value of the ``bypass`` configuration byte after a system reset, 0..255. Default 0.
@@ -175,6 +178,11 @@ class VirtioMMIORegisters(wiring.Component):
                                       ``bypass`` output). It survives device reset (Status 0);
                                       system reset restores ``bypass_init``. 0x125..0x127
                                       (reserved) read 0.
+    0x200   FaultDrops            RO  ``fault_drops``: fault reports the device had to drop
+                                      (no eventq buffer and the fault queue full, or several
+                                      lookup ports denied in the same cycle). Not a virtio
+                                      register; saturates at 0xffffffff; cleared by device
+                                      reset.
     ======  ====================  ==  ===========================================================
 
     Status
@@ -239,6 +247,8 @@ class VirtioMMIORegisters(wiring.Component):
         Set Status DEVICE_NEEDS_RESET and InterruptStatus bit 1 (configuration change).
     irq : Out(1)
         Interrupt line, level: InterruptStatus != 0. Registered.
+    fault_drops : In(32)
+        Read back at 0x200 (FaultDrops).
 
     Timing
     ------
@@ -281,8 +291,8 @@ class VirtioMMIORegisters(wiring.Component):
             raise ValueError(f"queue_num_max must be a power of two in 1..32768, "
                              f"not {queue_num_max!r}")
         if (isinstance(addr_width, bool) or not isinstance(addr_width, int) or
-                not 9 <= addr_width <= 32):
-            raise ValueError(f"addr_width must be in 9..32, not {addr_width!r}")
+                not 10 <= addr_width <= 32):
+            raise ValueError(f"addr_width must be in 10..32, not {addr_width!r}")
         if (isinstance(bypass_init, bool) or not isinstance(bypass_init, int) or
                 not 0 <= bypass_init <= 255):
             raise ValueError(f"bypass_init must be in 0..255, not {bypass_init!r}")
@@ -313,6 +323,7 @@ class VirtioMMIORegisters(wiring.Component):
             "irq_used_set":    In(1),
             "needs_reset_set": In(1),
             "irq":             Out(1),
+            "fault_drops":     In(32),
         })
 
     def elaborate(self, platform):
@@ -553,20 +564,20 @@ class VirtioMMIORegisters(wiring.Component):
             MMIO.SHM_BASE_HIGH:       0xffffffff,
             MMIO.QUEUE_RESET:         sel_q(q_reset),
             MMIO.CONFIG_GENERATION:   generation,
+            MMIO.FAULT_DROPS:         self.fault_drops,
         }
         for i in range(0, 36, 4):
             reads[MMIO.CONFIG + i] = int.from_bytes(config[i:i + 4], "little")
         reads[MMIO.CONFIG_BYPASS] = bypass      # reserved bytes 37..39 read 0
 
-        read_value = Signal(32)
-        with m.Switch(ar_addr[2:]):
-            for offset, value in reads.items():
-                with m.Case(offset >> 2):
-                    m.d.comb += read_value.eq(value)
-            with m.Default():
-                m.d.comb += read_value.eq(0)
-
+        # The read multiplexer sits in the clocked process (not a combinational one): with
+        # an address that never changes after reset, Icarus never evaluates a
+        # combinational ``always @*`` block, and the first read of offset 0 would return 0.
         with m.If(ar_full):
-            m.d.sync += [ar_full.eq(0), rvalid.eq(1), rdata.eq(read_value)]
+            m.d.sync += [ar_full.eq(0), rvalid.eq(1), rdata.eq(0)]
+            with m.Switch(ar_addr[2:]):
+                for offset, value in reads.items():
+                    with m.Case(offset >> 2):
+                        m.d.sync += rdata.eq(value)
 
         return m

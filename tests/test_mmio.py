@@ -1206,7 +1206,7 @@ def test_random_against_model(seed):
     (dict(features_offered=OFFERED, queue_num_max=0), ValueError),
     (dict(features_offered=OFFERED, queue_num_max=100), ValueError),
     (dict(features_offered=OFFERED, queue_num_max=65536), ValueError),
-    (dict(features_offered=OFFERED, addr_width=8), ValueError),
+    (dict(features_offered=OFFERED, addr_width=9), ValueError),
     (dict(features_offered=OFFERED, bypass_init=256), ValueError),
     (dict(features_offered=OFFERED, vendor_id=-1), ValueError),
 ])

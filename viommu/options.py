@@ -6,7 +6,8 @@ from viommu.rtl.layouts import ResvSubtype
 from viommu.rtl.params import CoreParams, ResvRegion, DEFAULT_MSI_REGION
 
 
-__all__ = ["add_core_options", "core_params_from_args", "parse_int"]
+__all__ = ["add_core_options", "add_transport_options", "core_params_from_args",
+           "parse_int"]
 
 
 def parse_int(text):
@@ -68,6 +69,51 @@ def add_core_options(parser):
                    help="probe_size, a multiple of 8 (default: smallest that fits, >= 64)")
     g.add_argument("--write-only-reads", action="store_true",
                    help="let reads through write-only mappings (v0.7 rule; default: deny)")
+    return g
+
+
+def _features(text):
+    from viommu.rtl.top_mmio import DEFAULT_FEATURES
+    names = {f.name.lower(): f for f in DEFAULT_FEATURES}
+    out = set()
+    for item in text.split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        if item not in names:
+            raise argparse.ArgumentTypeError(
+                f"unknown feature {item!r} (choose from {', '.join(sorted(names))})")
+        out.add(names[item])
+    return frozenset(out)
+
+
+def add_transport_options(parser):
+    """Options of the virtio-mmio device around the core (``--transport mmio``)."""
+    from viommu.rtl.top_mmio import DEFAULT_FEATURES
+    g = parser.add_argument_group("transport parameters (--transport mmio)")
+    g.add_argument("--queue-size", type=parse_int, default=256, metavar="N",
+                   help="QueueNumMax of both queues, a power of two in 2..32768 "
+                        "(default: 256)")
+    g.add_argument("--axi-width", type=parse_int, default=64, choices=[64, 128],
+                   metavar="BITS", help="data width of the m_axi DMA master, 64 or 128 "
+                                        "(default: 64)")
+    g.add_argument("--features", type=_features, default=DEFAULT_FEATURES, metavar="F,F,...",
+                   help="features offered, comma-separated from "
+                        f"{', '.join(sorted(f.name.lower() for f in DEFAULT_FEATURES))}; "
+                        "version_1 and map_unmap are required (default: all of them)")
+    g.add_argument("--bypass-init", type=parse_int, default=0, choices=[0, 1], metavar="0|1",
+                   help="the `bypass` configuration byte after power-up: 1 lets unattached "
+                        "endpoints through until a driver takes over (needs bypass_config; "
+                        "default: 0)")
+    g.add_argument("--fault-queue-depth", type=parse_int, default=8, metavar="N",
+                   help="fault reports held while no eventq buffer is posted, 1..1024 "
+                        "(default: 8)")
+    g.add_argument("--mmio-base", type=parse_int, default=0x10000000, metavar="ADDR",
+                   help="register base address written into the device-tree fragment "
+                        "(default: 0x10000000)")
+    g.add_argument("--irq", type=parse_int, default=32, metavar="N",
+                   help="interrupt number written into the device-tree fragment "
+                        "(default: 32)")
     return g
 
 
