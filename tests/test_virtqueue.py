@@ -878,31 +878,18 @@ def test_bad_input(case):
 @pytest.mark.parametrize("latency,indirect", [(1, False), (1, True), (100, False),
                                               (100, True)])
 def test_map_batch_cycles(latency, indirect):
-    """A batch of 128 MAPs queued at once (Linux's layout: 2-descriptor chains or one
-    2-entry indirect table each), one doorbell. Steady state: between the 32nd and the
-    128th used element."""
-    async def body(b):
-        chains = [b.submit(attach(1, 0))]
-        b.notify(0)
-        await b.complete(chains)
-        n = 128
-        chains = [b.submit(map_(1, 0x100000 + k * G, 0x100fff + k * G, 0x800000 + k * G))
-                  for k in range(n)]
-        t0 = b.cycle
-        first = len(b.mem.writes)
-        b.notify(0)
-        await b.complete(chains, timeout=40000)
-        total = b.cycle - t0
-        vq = b.rq
-        used = [w.taken for w in b.mem.writes[first:]
-                if vq.device + 4 <= w.addr < vq.device + 4 + 8 * vq.num]
-        steady = (used[n - 1] - used[31]) / (n - 32)
-        print(f"\nlatency {latency}, {'indirect' if indirect else 'direct'}: "
-              f"{total / n:.2f} cycles/MAP over the batch, {steady:.2f} at steady state")
-        assert steady <= (24 if latency <= 1 else 48)
-        assert core_snapshot(b) == b.model.snapshot()
-    run(body, rq_num=256, indirect=indirect, read_latency=latency,
-        write_latency=latency)
+    """The issue's targets, on a 16-entry core (``viommu bench`` measures with 129 entries,
+    so every MAP of the batch succeeds): at most 24 cycles per MAP at steady state (twice
+    that with 100 cycles of read latency). Every answer is checked against the model."""
+    from viommu.sim.perf import measure_engine
+    from viommu.rtl.params import CoreParams
+    r = measure_engine(read_latency=latency, indirect=indirect, params=CoreParams(entries=16))
+    print(f"\nlatency {latency}, {'indirect' if indirect else 'direct'}: {r}")
+    assert r["steady"] <= (24 if latency <= 1 else 48)
+    # a lone MAP: the dependent reads (avail idx, ring entry, descriptor[, indirect
+    # table], request bytes), the core, the answer, the used element and the used idx
+    reads = 5 if indirect else 4
+    assert r["lone"] <= reads * (latency + 2) + 40
 
 
 # --- randomized ----------------------------------------------------------------------------

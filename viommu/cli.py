@@ -236,6 +236,17 @@ def cmd_bench(parser, args):
         record("request", "cycles_per_map", round(r["map_cycles"], 2), "cycles", c)
         record("request", "cycles_per_unmap", round(r["unmap_cycles"], 2), "cycles", c)
         record("request", "map_first_beat_to_status", r["map_latency"], "cycles", c)
+    if not args.no_engine:
+        from viommu.sim.perf import measure_engine
+        for latency in (1, 100):
+            for indirect in (False, True):
+                layout = "indirect" if indirect else "2-desc"
+                _log(f"[bench] virtqueue engine, {layout} chains, read latency {latency} ...")
+                r = measure_engine(read_latency=latency, indirect=indirect)
+                c = f"{layout},read_latency={latency},dma=64bit,entries=129"
+                record("engine", "cycles_per_map_steady", round(r["steady"], 2), "cycles", c)
+                record("engine", "cycles_per_map_batch128", round(r["batch"], 2), "cycles", c)
+                record("engine", "lone_map_notify_to_used_idx", r["lone"], "cycles", c)
     if not args.no_synth:
         for n in sizes:
             _log(f"[bench] synthesizing the core with {n} entries ...")
@@ -293,14 +304,19 @@ def build_parser():
 
     p = sub.add_parser("bench", help="measure cycles, resources and fmax",
                        description="Measure lookup throughput and latency, cycles per "
-                                   "MAP/UNMAP versus table size (simulation) and LUT/FF "
-                                   "counts and fmax versus table size (synthesis).")
+                                   "MAP/UNMAP versus table size, the virtqueue engine's "
+                                   "cycles per MAP in a batch of 128 and a lone MAP's "
+                                   "doorbell-to-used-idx latency at 1 and 100 cycles of "
+                                   "read latency (simulation), and LUT/FF counts and fmax "
+                                   "versus table size (synthesis).")
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="emit a JSON list of {bench, metric, value, unit, config} "
                         "(to FILE, or stdout)")
     p.add_argument("--sizes", default="16,32,64,128", metavar="N,N,...",
                    help="table sizes to measure (default: 16,32,64,128)")
     p.add_argument("--no-synth", action="store_true", help="skip the synthesis figures")
+    p.add_argument("--no-engine", action="store_true",
+                   help="skip the virtqueue engine figures (about 6 minutes)")
     p.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
                    help="clock constraint for synthesis (default: 100)")
     p.add_argument("--build-dir", default="build", metavar="DIR",
