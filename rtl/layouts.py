@@ -27,7 +27,7 @@ __all__ = [
     # wire formats
     "ReqHead", "ReqTail", "AttachReq", "DetachReq", "MapReq", "UnmapReq", "ProbeReq",
     "Config", "Range64", "Range32", "ProbePropHeader", "ProbeResvMem", "Fault",
-    "VirtqDesc", "VirtqUsedElem", "VirtqRingHeader",
+    "QueueConfig", "VirtqDesc", "VirtqUsedElem", "VirtqRingHeader",
     "REQ_READABLE_SIZE", "REQ_TAIL_SIZE",
     # internal stream payloads
     "ReqBeat", "RespBeat", "lookup_request_layout", "LookupVia", "lookup_response_layout",
@@ -226,6 +226,22 @@ class Fault(data.Struct):
 
 
 # --- split virtqueue --------------------------------------------------------------------
+
+class QueueConfig(data.Struct):
+    """What the driver configured for one virtqueue, as a transport hands it to the
+    virtqueue engine.
+
+    ``num`` is the queue size (a power of two, 1..QueueNumMax); ``desc`` / ``driver`` /
+    ``device`` are the guest-physical addresses of the descriptor table, the available
+    ring and the used ring, as written (alignment is not checked). The fields only change
+    while ``ready`` = 0 (or on a device or queue reset, which also clear ``ready``).
+    """
+    ready:  1
+    num:    16
+    desc:   64
+    driver: 64
+    device: 64
+
 
 class VirtqDesc(data.Struct):
     addr:  64

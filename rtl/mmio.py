@@ -5,11 +5,11 @@ from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
 from .axi import AXI4LiteSignature
-from .layouts import Feature, DeviceStatus, Features, VIRTIO_ID_IOMMU
+from .layouts import Feature, DeviceStatus, Features, QueueConfig, VIRTIO_ID_IOMMU
 from .params import CoreParams
 
 
-__all__ = ["VirtioMMIORegisters", "VirtqueueRegs", "MMIO",
+__all__ = ["VirtioMMIORegisters", "MMIO",
            "MMIO_MAGIC", "MMIO_VERSION", "DEFAULT_VENDOR_ID", "NUM_QUEUES"]
 
 
@@ -60,21 +60,6 @@ class MMIO:
     #: Device-specific, read-only: fault reports lost (not part of virtio; past the
     #: 40-byte configuration, where no driver looks).
     FAULT_DROPS         = 0x200
-
-
-class VirtqueueRegs(data.Struct):
-    """What the driver configured for one virtqueue, for the virtqueue engine.
-
-    ``num`` is the queue size (a power of two, 1..QueueNumMax); ``desc`` / ``driver`` /
-    ``device`` are the guest-physical addresses of the descriptor table, the available
-    ring and the used ring, as written (alignment is not checked). The fields only change
-    while ``ready`` = 0 (or on a device or queue reset, which also clear ``ready``).
-    """
-    ready:  1
-    num:    16
-    desc:   64
-    driver: 64
-    device: 64
 
 
 def _merge(old, wdata, wstrb):
@@ -215,7 +200,7 @@ class VirtioMMIORegisters(wiring.Component):
     -----
     bus : In(AXI4LiteSignature(addr_width, 32))
         The slave port.
-    queue : Out(ArrayLayout(VirtqueueRegs, 2))
+    queue : Out(ArrayLayout(QueueConfig, 2))
         The driver's setup of queue 0 (requestq) and 1 (eventq).
     notify, notify_queue : Out(1), Out(16)
         QueueNotify doorbell: one-cycle pulse and the written queue index.
@@ -308,7 +293,7 @@ class VirtioMMIORegisters(wiring.Component):
         self.vendor_id = vendor_id
         super().__init__({
             "bus":             In(AXI4LiteSignature(addr_width=addr_width, data_width=32)),
-            "queue":           Out(data.ArrayLayout(VirtqueueRegs, NUM_QUEUES)),
+            "queue":           Out(data.ArrayLayout(QueueConfig, NUM_QUEUES)),
             "notify":          Out(1),
             "notify_queue":    Out(16),
             "queue_reset":     Out(NUM_QUEUES),

@@ -195,21 +195,11 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .dma import DMASignature
-from .layouts import ReqBeat, RespBeat, VirtqDesc, DescFlag
+from .layouts import ReqBeat, RespBeat, VirtqDesc, DescFlag, QueueConfig
 
 
-__all__ = ["QueueConfig", "FaultRecord", "VirtqueueEngine", "READ_CAP"]
+__all__ = ["FaultRecord", "VirtqueueEngine", "READ_CAP"]
 
-
-#: Configuration of one virtqueue, as the transport hands it over. Same layout as
-#: ``rtl.mmio.VirtqueueRegs``; both should move to ``layouts.py``.
-QueueConfig = data.StructLayout({
-    "ready":  1,
-    "num":    16,
-    "desc":   64,
-    "driver": 64,
-    "device": 64,
-})
 
 #: A fault report from a lookup port (the fields of :class:`~.layouts.Fault` that carry
 #: information).
