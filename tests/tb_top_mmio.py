@@ -479,3 +479,32 @@ async def boot_bypass(dut):
     await drv.reset()                               # bypass is sticky over device reset
     resps = await b.lookups([(ep, 0x1000, False)])
     assert resps[0]["allowed"] == 1
+
+
+@cocotb.test()
+async def interrupts(dut):
+    """Used-buffer interrupts: raised when the driver wants one (avail flags without
+    NO_INTERRUPT, or EVENT_IDX's used_event crossed), not otherwise; InterruptACK clears
+    the level ``irq``."""
+    b, drv = await _bring_up(dut)
+    ep = PARAMS.endpoint_ids[0]
+    event_idx = drv.has(Feature.EVENT_IDX)
+
+    async def one(want):
+        await b.regs.write32(MMIO.INTERRUPT_ACK, 3)
+        assert int(dut.irq.value) == 0
+        if event_idx:
+            # interrupt when the used idx passes used_event: the next element, or never
+            nxt = drv.rq.used_idx()
+            drv.rq.set_used_event(nxt if want else (nxt - 100) & 0xffff)
+        else:
+            drv.rq.set_avail_flags(0 if want else 1)
+        await drv.request(M.probe(ep))
+        await b.wait(20)
+        status = await b.regs.read32(MMIO.INTERRUPT_STATUS)
+        assert (status & 1) == int(want) and int(dut.irq.value) == int(want), (want, status)
+
+    for want in (True, False, True, False):
+        await one(want)
+    await b.regs.write32(MMIO.INTERRUPT_ACK, 1)
+    assert await b.regs.read32(MMIO.INTERRUPT_STATUS) == 0 and int(dut.irq.value) == 0
