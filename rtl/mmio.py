@@ -7,6 +7,7 @@ from amaranth.lib.wiring import In, Out
 from .axi import AXI4LiteSignature
 from .layouts import Feature, DeviceStatus, Features, QueueConfig, VIRTIO_ID_IOMMU
 from .params import CoreParams
+from .util import check_int
 
 
 __all__ = ["VirtioMMIORegisters", "MMIO",
@@ -271,19 +272,10 @@ class VirtioMMIORegisters(wiring.Component):
                 features_offered >> Feature.BYPASS_CONFIG & 1):
             raise ValueError("features_offered must not offer BYPASS together with "
                              "BYPASS_CONFIG")
-        if (isinstance(queue_num_max, bool) or not isinstance(queue_num_max, int) or
-                not 1 <= queue_num_max <= 32768 or queue_num_max & (queue_num_max - 1)):
-            raise ValueError(f"queue_num_max must be a power of two in 1..32768, "
-                             f"not {queue_num_max!r}")
-        if (isinstance(addr_width, bool) or not isinstance(addr_width, int) or
-                not 10 <= addr_width <= 32):
-            raise ValueError(f"addr_width must be in 10..32, not {addr_width!r}")
-        if (isinstance(bypass_init, bool) or not isinstance(bypass_init, int) or
-                not 0 <= bypass_init <= 255):
-            raise ValueError(f"bypass_init must be in 0..255, not {bypass_init!r}")
-        if (isinstance(vendor_id, bool) or not isinstance(vendor_id, int) or
-                not 0 <= vendor_id < 1 << 32):
-            raise ValueError(f"vendor_id must be a 32-bit integer, not {vendor_id!r}")
+        check_int("queue_num_max", queue_num_max, 1, 32768, power_of_two=True)
+        check_int("addr_width", addr_width, 10, 32)
+        check_int("bypass_init", bypass_init, 0, 255)
+        check_int("vendor_id", vendor_id, 0, (1 << 32) - 1)
 
         self.params = params
         self.features_offered = features_offered

@@ -24,6 +24,7 @@ from .core import Core, LookupSignature
 from .layouts import Feature, lookup_request_layout, lookup_response_layout
 from .mmio import VirtioMMIORegisters
 from .params import CoreParams
+from .util import check_int
 from .virtqueue import VirtqueueEngine, FaultRecord
 
 
@@ -135,19 +136,11 @@ class VirtioIOMMUMMIO(wiring.Component):
         if axi_width not in (8, 16):
             raise ValueError(f"axi_width must be 8 or 16 bytes (64 or 128 bits), "
                              f"not {axi_width}")
-        if (isinstance(queue_size, bool) or not isinstance(queue_size, int) or
-                not 2 <= queue_size <= 32768 or queue_size & (queue_size - 1)):
-            raise ValueError(f"queue_size must be a power of two in 2..32768, "
-                             f"not {queue_size!r}")
-        if (isinstance(bypass_init, bool) or not isinstance(bypass_init, int) or
-                bypass_init not in (0, 1)):
-            raise ValueError(f"bypass_init must be 0 or 1, not {bypass_init!r}")
+        check_int("queue_size", queue_size, 2, 32768, power_of_two=True)
+        check_int("bypass_init", bypass_init, 0, 1)
         if bypass_init and Feature.BYPASS_CONFIG not in features:
             raise ValueError("bypass_init=1 needs the BYPASS_CONFIG feature")
-        if (isinstance(fault_queue_depth, bool) or not isinstance(fault_queue_depth, int) or
-                not 1 <= fault_queue_depth <= 1024):
-            raise ValueError(f"fault_queue_depth must be in 1..1024, not "
-                             f"{fault_queue_depth!r}")
+        check_int("fault_queue_depth", fault_queue_depth, 1, 1024)
         self.params = params
         self.features = features
         self.queue_size = queue_size

@@ -3,8 +3,19 @@
 from amaranth.hdl import Const, Signal, Cat, Mux, unsigned
 
 
-__all__ = ["tree_or", "tree_any", "priority_encode", "onehot_encode", "ceil_log2", "uge",
+__all__ = ["check_int", "tree_or", "tree_any", "priority_encode", "onehot_encode", "ceil_log2", "uge",
            "component_ports"]
+
+
+def check_int(name, value, lo, hi, *, power_of_two=False):
+    """Raise a clear ``ValueError`` unless ``value`` is an integer (not a bool) in
+    ``lo..hi`` (and a power of two if asked); returns ``value``."""
+    ok = (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi and
+          (not power_of_two or value & (value - 1) == 0))
+    if not ok:
+        what = "a power of two" if power_of_two else "an integer"
+        raise ValueError(f"{name} must be {what} in {lo}..{hi}, not {value!r}")
+    return value
 
 
 def ceil_log2(n):

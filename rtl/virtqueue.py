@@ -195,6 +195,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .dma import DMASignature
+from .util import check_int
 from .layouts import ReqBeat, RespBeat, VirtqDesc, DescFlag, QueueConfig
 
 
@@ -464,14 +465,8 @@ class VirtqueueEngine(wiring.Component):
     def __init__(self, *, width=8, queue_size_max=256, fault_queue_depth=8, _index_base=0):
         if isinstance(width, bool) or width not in (8, 16):
             raise ValueError(f"width must be 8 or 16 (bytes per DMA beat), not {width!r}")
-        if (isinstance(queue_size_max, bool) or not isinstance(queue_size_max, int) or
-                not 2 <= queue_size_max <= 32768 or queue_size_max & (queue_size_max - 1)):
-            raise ValueError(f"queue_size_max must be a power of two in 2..32768, "
-                             f"not {queue_size_max!r}")
-        if (isinstance(fault_queue_depth, bool) or not isinstance(fault_queue_depth, int) or
-                not 1 <= fault_queue_depth <= 1024):
-            raise ValueError(f"fault_queue_depth must be an integer in 1..1024, "
-                             f"not {fault_queue_depth!r}")
+        check_int("queue_size_max", queue_size_max, 2, 32768, power_of_two=True)
+        check_int("fault_queue_depth", fault_queue_depth, 1, 1024)
         self.width = width
         self.queue_size_max = queue_size_max
         self.fault_queue_depth = fault_queue_depth

@@ -38,7 +38,7 @@ def test_generate_mmio(tmp_path, capsys):
     (["--features", "version_1,map_unmap,bogus"], "unknown feature 'bogus'"),
     (["--bypass-init", "2"], "invalid choice"),
     (["--bypass-init", "1", "--features", "version_1,map_unmap"], "needs the BYPASS_CONFIG"),
-    (["--fault-queue-depth", "0"], "fault_queue_depth must be in 1..1024"),
+    (["--fault-queue-depth", "0"], "fault_queue_depth must be an integer in 1..1024"),
     (["--entries", "0"], "entries"),
 ])
 def test_generate_mmio_bad_parameters(tmp_path, capsys, args, message):
