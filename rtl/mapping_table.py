@@ -32,22 +32,28 @@ class MappingTable(wiring.Component):
     write_en, write_index, write_entry : In
         Store ``write_entry`` at ``write_index`` at the next clock edge. The slot must be
         invalid (the executor takes it from ``free_index``).
+    write_sel : In(entries)
+        The same write as a one-hot vector: must be ``write_en << write_index``. Each
+        entry's tag flip-flops are enabled by their own bit, so no decoder of
+        ``write_index`` sits in front of 64 clock enables (the executor registers it from
+        :attr:`free_onehot`); ``write_en``/``write_index`` address the payload RAM.
     kill : In(entries)
         Invalidate every entry whose bit is set, at the next clock edge.
     kill_dslot_en, kill_dslot : In
         Invalidate every entry of domain slot ``kill_dslot`` at the next clock edge (a
         domain died with its last endpoint).
     query_x, query_y, query_dslot : In
-        A management query, presented in cycle ``t``. The operands are registered (they fan
-        out to every entry); in cycle ``t + 2``, for every entry ``i``,
-        ``x_ge_start[i] = query_x >= start[i]``, ``y_le_end[i] = query_y <= end[i]`` and
+        A management query, presented in cycle ``t``. The operands are registered, one
+        copy per bank of 8 entries (no net fans out to every entry); in cycle ``t + 2``,
+        for every entry ``i``, ``x_ge_start[i] = query_x >= start[i]``,
+        ``y_le_end[i] = query_y <= end[i]`` and
         ``in_domain[i] = valid[i] & (dslot[i] == query_dslot)``, against the contents of
         cycle ``t + 1``. MAP's overlap test and UNMAP's overlap/coverage tests are built
         from these (two comparators per entry).
-    free_valid, free_index : Out
-        Whether an entry is invalid and the lowest such index. Registered: they reflect
-        the contents one cycle ago, so they must not be used in the cycle right after a
-        change.
+    free_valid, free_index, free_onehot : Out
+        Whether an entry is invalid, the lowest such index, and the same as a one-hot
+        vector. Registered: they reflect the contents one cycle ago, so they must not be
+        used in the cycle right after a change.
 
     Every cycle: one write, any number of kills, one query, a payload read per port. Query
     latency: 2 cycles.
@@ -69,6 +75,7 @@ class MappingTable(wiring.Component):
             "write_en":      In(1),
             "write_index":   In(range(entries)),
             "write_entry":   In(mapping_entry_layout(page_bits, dslot_bits, phys_page_bits)),
+            "write_sel":     In(entries),
             "kill":          In(entries),
             "kill_dslot_en": In(1),
             "kill_dslot":    In(dslot_bits),
@@ -80,6 +87,7 @@ class MappingTable(wiring.Component):
             "in_domain":     Out(entries),
             "free_valid":    Out(1),
             "free_index":    Out(range(entries)),
+            "free_onehot":   Out(entries),
         })
         #: The payload storage (simulation testbenches read it through ``.data``).
         self.payload_memory = Memory(shape=self._payload, depth=entries, init=[],
@@ -103,16 +111,25 @@ class MappingTable(wiring.Component):
                 self.payload_data[k].eq(rd.data),
             ]
 
-        q_x = Signal.like(self.query_x)
-        q_y = Signal.like(self.query_y)
-        q_dslot = Signal.like(self.query_dslot)
-        m.d.sync += [q_x.eq(self.query_x), q_y.eq(self.query_y), q_dslot.eq(self.query_dslot)]
+        # The query operands are registered once per bank of BANK entries, so that no net
+        # fans out to more than BANK comparators. "keep" marks the copies as deliberate
+        # duplicates (the synthesis flow keeps their flip-flops from being merged, see
+        # boards/synth.py); no reset: a query's operands are only used once presented.
+        BANK = 8
+        banks = []
+        for b in range((n + BANK - 1) // BANK):
+            ops = (self.query_x, self.query_y, self.query_dslot)
+            copies = [Signal.like(v, name=f"{v.name}_bank{b}", reset_less=True,
+                                  attrs={"keep": 1}) for v in ops]
+            m.d.sync += [c.eq(v) for c, v in zip(copies, ops)]
+            banks.append(copies)
 
         for i in range(n):
+            q_x, q_y, q_dslot = banks[i // BANK]
             tag = self.tags[i]
             killed = (self.kill[i] |
                       (self.kill_dslot_en & (tag.dslot == self.kill_dslot)))
-            with m.If(self.write_en & (self.write_index == i)):
+            with m.If(self.write_sel[i]):
                 m.d.sync += tag.eq(self.write_entry.tag)
             with m.Elif(killed):
                 m.d.sync += tag.valid.eq(0)
@@ -128,5 +145,6 @@ class MappingTable(wiring.Component):
         m.d.sync += [
             self.free_valid.eq(any_free),
             self.free_index.eq(index),
+            self.free_onehot.eq(invalid & ~(invalid - 1)),      # the lowest set bit
         ]
         return m

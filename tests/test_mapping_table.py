@@ -76,6 +76,7 @@ class TableBench:
         ``query`` = (x, y, dslot). Returns the contents seen in this cycle."""
         ctx, dut = self.ctx, self.dut
         ctx.set(dut.write_en, write is not None)
+        ctx.set(dut.write_sel, 0 if write is None else 1 << write[0])
         if write is not None:
             ctx.set(dut.write_index, write[0])
             ctx.set(dut.write_entry.as_value(), encode(write[1]))
@@ -89,6 +90,9 @@ class TableBench:
         now = self.read_entries()
         await ctx.tick()
         self.cycle += 1
+        # free_onehot is free_index as a one-hot vector (0 when the table is full)
+        free = ctx.get(dut.free_onehot)
+        assert free == ((1 << ctx.get(dut.free_index)) if ctx.get(dut.free_valid) else 0)
         return now
 
     def idle_query(self, x=0, y=0, dslot=0):
