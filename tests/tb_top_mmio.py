@@ -508,3 +508,65 @@ async def interrupts(dut):
         await one(want)
     await b.regs.write32(MMIO.INTERRUPT_ACK, 1)
     assert await b.regs.read32(MMIO.INTERRUPT_STATUS) == 0 and int(dut.irq.value) == 0
+
+
+def _inject_errors(b, start, end, *, reads=True, writes=True):
+    """Make the AxiRam answer SLVERR for accesses touching ``[start, end)`` (cocotbext-axi
+    turns an exception of ``_read`` / ``_write`` into SLVERR). Returns an undo function."""
+    rd, wr = b.ram.read_if, b.ram.write_if
+    orig_r, orig_w = rd._read, wr._write
+
+    async def _read(address, length):
+        if reads and address < end and start < address + length:
+            raise IOError("injected read error")
+        return await orig_r(address, length)
+
+    async def _write(address, data):
+        if writes and address < end and start < address + len(data):
+            raise IOError("injected write error")
+        return await orig_w(address, data)
+
+    rd._read, wr._write = _read, _write
+
+    def undo():
+        del rd._read, wr._write
+    return undo
+
+
+@cocotb.test()
+async def dma_errors(dut):
+    """SLVERR on a ring, a descriptor, a request's readable bytes or its writable buffer:
+    DEVICE_NEEDS_RESET + interrupt, no DMA after, memory outside writable buffers and used
+    rings unchanged, mappings intact; a device reset brings the device back."""
+    b, drv = await _bring_up(dut)
+    ep = PARAMS.endpoint_ids[-1]
+    await drv.request(M.attach(9, ep))
+    await drv.batch([M.map_(9, 0x7000 * G, 0x7001 * G - 1, 0x1234 * G)])
+    cases = {
+        "available ring": lambda c: (drv.rq.driver + 4, drv.rq.driver + 4 + 2 * drv.rq_num),
+        "descriptor": lambda c: (drv.rq.desc + 16 * c.head, drv.rq.desc + 16 * c.head + 16),
+        "request bytes": lambda c: (c.readable[0][0], c.readable[0][0] + c.readable[0][1]),
+        "writable buffer": lambda c: (c.writable[0][0], c.writable[0][0] + c.writable[0][1]),
+    }
+    for name, where in cases.items():
+        c = drv.submit(M.map_(9, 0x9000 * G, 0x9001 * G - 1, 0))
+        start, end = where(c)
+        undo = _inject_errors(b, start, end)
+        before = b.ram.read(0, GUEST_LAYOUT["size"])
+        drv.rq.outstanding.clear()
+        await b.regs.write32(MMIO.QUEUE_NOTIFY, 0)
+        for _ in range(400):
+            if await drv.status() & DeviceStatus.DEVICE_NEEDS_RESET:
+                break
+        else:
+            raise AssertionError(f"SLVERR on the {name}: no DEVICE_NEEDS_RESET")
+        assert int(dut.irq.value) == 1 and await b.regs.read32(MMIO.INTERRUPT_STATUS) & 2
+        await b.regs.write32(MMIO.QUEUE_NOTIFY, 0)
+        assert await _watch_dma(dut, 100) == 0, f"{name}: DMA after the fatal error"
+        undo()
+        _check_memory(before, b.ram.read(0, GUEST_LAYOUT["size"]), _allowed_areas(drv, [c]))
+        await b.check_lookups(drv, [(ep, 0x7000 * G + 8, True)])
+        dut._log.info(f"SLVERR on the {name}: DEVICE_NEEDS_RESET, memory intact")
+        await drv.init()
+        await drv.request(M.attach(9, ep))
+        await drv.batch([M.map_(9, 0x7000 * G, 0x7001 * G - 1, 0x1234 * G)])
