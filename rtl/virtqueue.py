@@ -637,6 +637,37 @@ class VirtqueueEngine(wiring.Component):
         fault_bytes = Cat(fault.reason, Const(0, 24), fault.flags, fault.endpoint,
                           Const(0, 32), fault.address)
 
+        def avail_header_states(q, rq, wq, reg, last, avail, ae_done, pending_clr, resume):
+            """The states both queue units share, in the current unit's FSM. ``HDR`` ->
+            ``HDR_WAIT``: read queue ``q``'s avail flags and idx (an idx more than ``num``
+            ahead of ``last`` is fatal), then go to ``resume``. ``AE`` -> ``AE_WAIT``: write
+            ``avail_event`` (= ``avail``), wait for it to complete, then read the idx again
+            (``HDR``), so that a buffer made available meanwhile is not missed."""
+            with m.State("HDR"):
+                m.d.comb += rq.valid.eq(1)
+                rd(rq, qc[q].driver, 4, _D_REG, reg)
+                with m.If(rq.grant):
+                    m.d.comb += pending_clr.eq(1)
+                    m.next = "HDR_WAIT"
+            with m.State("HDR_WAIT"):
+                idx = reg_data[reg][16:32]
+                with m.If(reg_done[reg]):
+                    with m.If((idx - last)[:16] > num[q]):
+                        error()
+                    m.d.sync += avail.eq(idx)
+                    with m.If(idx != avail):
+                        m.d.sync += ae_done.eq(0)
+                    m.next = resume
+            with m.State("AE"):
+                m.d.comb += wq.valid.eq(1)
+                wr(wq, qc[q].device + 4 + (num[q] << 3), 2, avail, _K_AE, q)
+                with m.If(wq.grant):
+                    m.next = "AE_WAIT"
+            with m.State("AE_WAIT"):
+                with m.If(wret_kind[_K_AE] & (wtag.q == q)):
+                    m.d.sync += ae_done.eq(1)
+                    m.next = "HDR"
+
         # --- requestq ring unit -----------------------------------------------------------------
         m = unit("ring")
         ib = self._index_base
@@ -685,30 +716,8 @@ class VirtqueueEngine(wiring.Component):
                         m.next = "HDR"
                 with m.Elif(live[0] & self.event_idx & ~r_ae_done):
                     m.next = "AE"
-            with m.State("HDR"):
-                m.d.comb += r_rq.valid.eq(1)
-                rd(r_rq, qc[0].driver, 4, _D_REG, _REG_RQ)
-                with m.If(r_rq.grant):
-                    m.d.comb += r_pending_clr.eq(1)
-                    m.next = "HDR_WAIT"
-            with m.State("HDR_WAIT"):
-                idx = reg_data[_REG_RQ][16:32]
-                with m.If(reg_done[_REG_RQ]):
-                    with m.If((idx - r_fetch)[:16] > num[0]):
-                        error()
-                    m.d.sync += r_avail.eq(idx)
-                    with m.If(idx != r_avail):
-                        m.d.sync += r_ae_done.eq(0)
-                    m.next = "RUN"
-            with m.State("AE"):
-                m.d.comb += w_rq.valid.eq(1)
-                wr(w_rq, qc[0].device + 4 + (num[0] << 3), 2, r_avail, _K_AE, 0)
-                with m.If(w_rq.grant):
-                    m.next = "AE_WAIT"
-            with m.State("AE_WAIT"):
-                with m.If(wret_kind[_K_AE] & (wtag.q == 0)):
-                    m.d.sync += r_ae_done.eq(1)
-                    m.next = "HDR"
+            avail_header_states(0, r_rq, w_rq, _REG_RQ, r_fetch, r_avail, r_ae_done,
+                                r_pending_clr, resume="RUN")
 
         # head extractor: one head per cycle from the ring FIFO
         rh_pos = Signal(2)
@@ -752,21 +761,8 @@ class VirtqueueEngine(wiring.Component):
                             m.next = "HDR"
                     with m.Elif(self.event_idx & ~e_ae_done):
                         m.next = "AE"
-            with m.State("HDR"):
-                m.d.comb += r_eq.valid.eq(1)
-                rd(r_eq, qc[1].driver, 4, _D_REG, _REG_EQ)
-                with m.If(r_eq.grant):
-                    m.d.comb += e_pending_clr.eq(1)
-                    m.next = "HDR_WAIT"
-            with m.State("HDR_WAIT"):
-                idx = reg_data[_REG_EQ][16:32]
-                with m.If(reg_done[_REG_EQ]):
-                    with m.If((idx - e_last)[:16] > num[1]):
-                        error()
-                    m.d.sync += e_avail.eq(idx)
-                    with m.If(idx != e_avail):
-                        m.d.sync += e_ae_done.eq(0)
-                    m.next = "IDLE"
+            avail_header_states(1, r_eq, w_eq, _REG_EQ, e_last, e_avail, e_ae_done,
+                                e_pending_clr, resume="IDLE")
             with m.State("RING"):
                 m.d.comb += r_eq.valid.eq(1)
                 rd(r_eq, qc[1].driver + 4 + ((e_last & mask[1]) << 1), 2, _D_REG, _REG_EQ)
@@ -780,15 +776,6 @@ class VirtqueueEngine(wiring.Component):
                 m.d.comb += ej_valid.eq(1)
                 with m.If(ej_accept):
                     m.next = "IDLE"
-            with m.State("AE"):
-                m.d.comb += w_eq.valid.eq(1)
-                wr(w_eq, qc[1].device + 4 + (num[1] << 3), 2, e_avail, _K_AE, 1)
-                with m.If(w_eq.grant):
-                    m.next = "AE_WAIT"
-            with m.State("AE_WAIT"):
-                with m.If(wret_kind[_K_AE] & (wtag.q == 1)):
-                    m.d.sync += e_ae_done.eq(1)
-                    m.next = "HDR"
 
         # --- P1: head descriptor prefetch --------------------------------------------------------
         m = unit("p1")

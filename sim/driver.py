@@ -26,7 +26,7 @@ import struct
 from viommu.rtl.layouts import Feature, DeviceStatus, Fault, unpack
 from viommu.rtl.mmio import MMIO, MMIO_MAGIC, MMIO_VERSION
 from viommu.sim.model import DeviceModel
-from viommu.sim.vring import SplitVirtqueue, BufferAllocator
+from viommu.sim.vring import SplitVirtqueue, BufferAllocator, check_answer
 
 
 __all__ = ["VirtioIOMMUDriver", "DriverError", "AxiLiteRegs", "GUEST_LAYOUT",
@@ -75,13 +75,16 @@ class AxiLiteRegs:
 class VirtioIOMMUDriver:
     """The driver. ``params`` (:class:`~viommu.rtl.params.CoreParams`) is the device's
     configuration, for the model; ``indirect`` / ``event_idx`` ask for those features;
-    ``rq_num`` / ``eq_num`` are the queue sizes the driver picks (<= QueueNumMax)."""
+    ``rq_num`` / ``eq_num`` are the queue sizes the driver picks (<= QueueNumMax);
+    ``refuse`` lists features the driver does not accept even if offered."""
 
     def __init__(self, regs, mem, wait, params, *, indirect=False, event_idx=False,
-                 rq_num=64, eq_num=8, layout=GUEST_LAYOUT, index_base=0, log=None):
+                 rq_num=64, eq_num=8, layout=GUEST_LAYOUT, index_base=0, refuse=(),
+                 log=None):
         self.regs, self.mem, self.wait = regs, mem, wait
         self.params = params
         self.want_indirect, self.want_event_idx = indirect, event_idx
+        self.refuse = frozenset(refuse)     # features not to accept (an older driver)
         self.rq_num, self.eq_num = rq_num, eq_num
         self.layout = layout
         self.index_base = index_base
@@ -90,7 +93,6 @@ class VirtioIOMMUDriver:
         self.model = None
         self.features = 0
         self.faults = []            # fault reports read from the eventq, as dicts
-        self._kicked_at = {0: index_base, 1: index_base}
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -177,6 +179,8 @@ class VirtioIOMMUDriver:
         for needed in (Feature.VERSION_1, Feature.MAP_UNMAP):
             if not offered >> needed & 1:
                 raise DriverError(f"device does not offer {needed.name}")
+        for f in self.refuse:
+            want &= ~(1 << f)
         self.features = offered & want
         await self.write_features(self.features)
         await self.set_status(DeviceStatus.FEATURES_OK)
@@ -307,13 +311,3 @@ class VirtioIOMMUDriver:
         self.faults.extend(out)
         return out
 
-
-def check_answer(c):
-    """The device wrote exactly the model's answer and nothing else into the chain."""
-    expect = c.tag
-    if c.used_len != len(expect) or c.written != expect:
-        raise DriverError(f"answer {c.written.hex()} (used length {c.used_len}), expected "
-                          f"{expect.hex()} ({len(expect)})")
-    rest = c.writable_data[c.used_len:]
-    if rest != bytes([0xAA]) * len(rest):
-        raise DriverError("bytes past the used length were written")

@@ -139,7 +139,7 @@ def measure_map_unmap(params, *, batch=32):
     return out
 
 
-def measure_engine(*, read_latency=1, indirect=False, batch=128, params=None, lone_only=False):
+def measure_engine(*, read_latency=1, indirect=False, batch=128, params=None):
     """The virtqueue engine with the core behind it, guest memory answering each read
     command after ``read_latency`` cycles (then one 8-byte beat per cycle, 64-bit DMA).
 
@@ -177,8 +177,6 @@ def measure_engine(*, read_latency=1, indirect=False, batch=128, params=None, lo
         await b.complete(chains)
         idx = used_writes(b, first, (vq.device + 2, vq.device + 4))
         out["lone"] = idx[0] - t0
-        if lone_only:
-            return
         # a batch
         await b.tick(50)
         chains = [b.submit(map_(1, (0x100 + k) * g, (0x101 + k) * g - 1, (0x800 + k) * g))

@@ -18,7 +18,7 @@ from viommu.rtl.virtqueue import VirtqueueEngine
 from viommu.sim.core_bench import features_value
 from viommu.sim.dma_mem import DMAMemory
 from viommu.sim.model import DeviceModel, ALL_FEATURES
-from viommu.sim.vring import SplitVirtqueue, BufferAllocator
+from viommu.sim.vring import SplitVirtqueue, BufferAllocator, check_answer
 
 
 __all__ = ["EngineWithCore", "VQBench", "BenchRunner", "run_bench", "check_answer",
@@ -194,15 +194,6 @@ class VQBench:
         for c in done:
             check_answer(c)
         return done
-
-
-def check_answer(c):
-    """The device wrote exactly the model's answer and nothing else into the chain."""
-    expect = c.tag
-    assert c.used_len == len(expect), f"used length {c.used_len}, expected {len(expect)}"
-    assert c.written == expect, f"answer {c.written.hex()}, expected {expect.hex()}"
-    rest = c.writable_data[c.used_len:]
-    assert rest == bytes([0xAA]) * len(rest), "bytes past the used length were written"
 
 
 class BenchRunner:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 
 __all__ = ["DESC_F_NEXT", "DESC_F_WRITE", "DESC_F_INDIRECT", "AVAIL_F_NO_INTERRUPT",
-           "BufferAllocator", "Chain", "SplitVirtqueue", "ring_sizes"]
+           "BufferAllocator", "Chain", "SplitVirtqueue", "ring_sizes", "check_answer"]
 
 DESC_F_NEXT = 1
 DESC_F_WRITE = 2
@@ -269,3 +269,14 @@ class SplitVirtqueue:
         for a in chain.allocs:
             self.alloc.free(a)
         chain.allocs = []
+
+
+def check_answer(c, fill=0xAA):
+    """The device wrote exactly the expected answer (the chain's ``tag``) into a collected
+    chain, and nothing past it (those bytes still hold the ``fill`` byte)."""
+    expect = c.tag
+    assert c.used_len == len(expect) and c.written == expect, (
+        f"answer {c.written.hex()} (used length {c.used_len}), expected {expect.hex()} "
+        f"({len(expect)})")
+    rest = c.writable_data[c.used_len:]
+    assert rest == bytes([fill]) * len(rest), "bytes past the used length were written"
