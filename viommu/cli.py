@@ -34,9 +34,9 @@ def _log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def _params(parser, args):
+def _params(parser, args, defaults=None):
     try:
-        return core_params_from_args(args)
+        return core_params_from_args(args, defaults)
     except (ValueError, TypeError) as e:
         parser.error(str(e))
 
@@ -143,7 +143,7 @@ def _params_dict(params):
 
 # --- build ---------------------------------------------------------------------------------
 
-def _synth_core(params, *, freq, workdir, name="virtio_iommu_core"):
+def _synth_core(params, *, freq, workdir, name="virtio_iommu_core", seed=1):
     """Place and route the core inside :class:`~viommu.boards.harness.RegisteredPorts`
     (so that paths from its inputs are timed); the harness's own flip-flops are taken
     out of the FF count."""
@@ -169,28 +169,92 @@ def _core_ffs(report):
     return report.ffs - getattr(report, "harness_ffs", 0)
 
 
+def _soc(parser, args, params, freq_mhz):
+    """The board image's SoC for ``viommu build`` (kind "board")."""
+    from viommu.boards.soc import BoardSoC
+    divisor = round(freq_mhz * 1e6 / args.baud)
+    try:
+        return BoardSoC(divisor=divisor, ram_size=args.ram_size, params=params,
+                        features=args.features, queue_size=args.queue_size,
+                        axi_width=args.axi_width // 8, bypass_init=args.bypass_init,
+                        fault_queue_depth=args.fault_queue_depth)
+    except (ValueError, TypeError) as e:
+        parser.error(str(e))
+
+
+def _build_target(parser, args, target, params, freq, workdir):
+    """Run the flow of ``target``; returns (report, extra JSON fields)."""
+    from viommu.boards.synth import SynthError
+    extra = {}
+    try:
+        if target.kind == "board":
+            from viommu.boards.build import build_ecp5_board
+            from viommu.boards.targets import BoardImage
+            soc = _soc(parser, args, params, freq)
+            top = BoardImage(soc, freq_hz=freq * 1e6)
+            report = build_ecp5_board(target.make_platform(), top, name="viommu_board",
+                                      workdir=workdir, seed=args.seed, log=_log,
+                                      pack=not args.no_pack, extra_lpf=target.constraints,
+                                      board=target.name)
+            extra["transport"] = _transport_dict(soc.device)
+            extra["uart"] = {"baud": args.baud, "divisor": soc.divisor,
+                             "actual_baud": round(freq * 1e6 / soc.divisor)}
+            extra["ram_size"] = args.ram_size
+        elif target.kind == "core-ice40":
+            from viommu.boards.harness import SerialPorts
+            from viommu.boards.synth import synthesize_ooc_ice40
+            from viommu.rtl.core import Core
+            top = SerialPorts(Core(params=params))
+            report = synthesize_ooc_ice40(top, name="virtio_iommu_core", device=target.device,
+                                          package=target.package, freq_mhz=freq,
+                                          workdir=workdir, seed=args.seed, log=_log)
+            extra.update(harness_ffs=top.harness_ffs, core_ffs=report.ffs - top.harness_ffs)
+        else:
+            report = _synth_core(params, freq=freq, workdir=workdir, seed=args.seed)
+            extra.update(harness_ffs=report.harness_ffs, core_ffs=_core_ffs(report))
+    except SynthError as e:
+        raise CliError(str(e)) from None
+    return report, extra
+
+
 def cmd_build(parser, args):
-    params = _params(parser, args)
-    if args.freq <= 0:
-        parser.error(f"--freq must be positive, not {args.freq}")
+    from viommu.boards.targets import TARGETS, get_target
+    if args.list_boards:
+        for t in TARGETS.values():
+            print(f"{t.name:<15} {t.part:<30} {t.summary}")
+        return 0
+    try:
+        target = get_target(args.board)
+    except ValueError as e:
+        parser.error(str(e))
+    params = _params(parser, args, defaults=target.core_defaults)
+    freq = target.freq_mhz if args.freq is None else args.freq
+    if freq <= 0:
+        parser.error(f"--freq must be positive, not {freq}")
+    if args.baud <= 0:
+        parser.error(f"--baud must be positive, not {args.baud}")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, not {args.seed}")
     t0 = time.monotonic()
-    workdir = os.path.join(args.build_dir, "core")
-    _log(f"[build] device core {params} on {DEFAULT_PART['device']}-"
-         f"{DEFAULT_PART['speed']} at {args.freq} MHz (out of context)")
-    report = _synth_core(params, freq=args.freq, workdir=workdir)
+    workdir = os.path.join(args.build_dir, target.name)
+    _log(f"[build] {target.name}: {target.summary}; {target.part} at {freq:g} MHz; "
+         f"core {params}")
+    report, extra = _build_target(parser, args, target, params, freq, workdir)
     print(report.format_table())
-    print(f"(FF includes {report.harness_ffs} harness flip-flops that register every port "
-          f"bit so that paths from the ports are timed; the core alone has "
-          f"{_core_ffs(report)} FF)")
+    if "harness_ffs" in extra:
+        print(f"(FF includes {extra['harness_ffs']} harness flip-flops around the core's "
+              f"ports, so that paths from and to them are timed; the core alone has "
+              f"{extra['core_ffs']} FF)")
     if args.json:
         d = report.to_dict()
-        d.update(harness_ffs=report.harness_ffs, core_ffs=_core_ffs(report))
+        d.update(target=target.name, config=_params_dict(params), **extra)
         with open(args.json, "w") as f:
             json.dump(d, f, indent=2)
         _log(f"[build] report written to {args.json}")
     _log(f"[build] done in {time.monotonic() - t0:.0f} s; files in {workdir}")
-    if report.fmax_mhz < args.freq:
-        msg = (f"timing not met: fmax {report.fmax_mhz:.1f} MHz < {args.freq} MHz "
+    if not report.timing_met:
+        got = "no clock found" if report.fmax_mhz is None else f"fmax {report.fmax_mhz:.1f} MHz"
+        msg = (f"timing not met: {got} < {report.constraint_mhz:g} MHz "
                f"(critical path above)")
         if not args.allow_timing_fail:
             raise CliError(msg + "; pass --allow-timing-fail to accept")
@@ -288,18 +352,31 @@ def build_parser():
     add_transport_options(p)
     p.set_defaults(func=cmd_generate, subparser=p)
 
-    p = sub.add_parser("build", help="synthesize, place and route; print the report",
-                       description="Generate the Verilog, synthesize, place and route it "
-                                   "for the default part (LFE5UM5G-45F speed 8) and print "
-                                   "the resource and timing report.")
-    p.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
-                   help="clock constraint in MHz (default: 100)")
+    p = sub.add_parser("build", help="build the FPGA image; print the resource/timing report",
+                       description="Generate the design, synthesize, place and route it for "
+                                   "a board (default: versa_ecp5_5g, the board image: "
+                                   "device + block-RAM guest memory + UART bridge), pack "
+                                   "the bitstream and print the resource and timing "
+                                   "report. Fails when timing is not met.")
+    p.add_argument("--board", default="versa_ecp5_5g", metavar="NAME",
+                   help="build target (default: versa_ecp5_5g; --list-boards shows all)")
+    p.add_argument("--list-boards", action="store_true", help="list the targets and exit")
+    p.add_argument("--freq", type=float, default=None, metavar="MHZ",
+                   help="design clock in MHz (default: the target's, 100 on ECP5 boards)")
+    p.add_argument("--seed", type=parse_int, default=1, metavar="N",
+                   help="nextpnr placement seed (default: 1)")
+    p.add_argument("--no-pack", action="store_true", help="stop after place and route")
+    p.add_argument("--baud", type=parse_int, default=115200, metavar="N",
+                   help="board image: UART bridge baud rate (default: 115200)")
+    p.add_argument("--ram-size", type=parse_int, default=65536, metavar="BYTES",
+                   help="board image: guest memory in block RAM (default: 65536)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.add_argument("--build-dir", default="build", metavar="DIR",
-                   help="where tool files go (default: build)")
+                   help="where tool files go: DIR/<board> (default: build)")
     p.add_argument("--allow-timing-fail", action="store_true",
-                   help="exit 0 even when fmax is below --freq")
+                   help="exit 0 even when fmax is below the constraint")
     add_core_options(p)
+    add_transport_options(p)
     p.set_defaults(func=cmd_build, subparser=p)
 
     p = sub.add_parser("bench", help="measure cycles, resources and fmax",

