@@ -2,6 +2,7 @@
 real yosys/nextpnr/ecppack runs of a small design on both ECP5 boards."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -175,3 +176,15 @@ def test_board_flow_small_design(tmp_path, board, pll):
     assert saved["bitstream"] == report.bitstream
     assert any(m.startswith("[synth] nextpnr-ecp5 done in") for m in messages)
     assert any(m.startswith("[synth] ecppack done in") for m in messages)
+
+
+@pytest.mark.slow
+def test_build_does_not_fit(tmp_path):
+    """16 entries overflow the HX8K: one line naming the resource, exit 1 (~40 s)."""
+    r = _viommu("build", "--board", "ice40_hx8k", "--entries", "16",
+                "--build-dir", str(tmp_path))
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert re.match(r"viommu build: error: the design does not fit the part: "
+                    r"ICESTORM_LC \d+ of 7680 \(log: .*nextpnr.log\)$", last), last
+    assert "Traceback" not in r.stderr

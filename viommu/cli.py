@@ -80,6 +80,15 @@ def cmd_generate(parser, args):
     with open(os.path.join(args.output, f"{name}.params.json"), "w") as f:
         json.dump(info, f, indent=2)
     _log(f"[generate] wrote {path} ({len(text) // 1024} KiB) in {time.monotonic() - t0:.1f} s")
+    if args.icarus:
+        from viommu.sim.cocotb_run import icarus_compatible
+        sim_path = os.path.join(args.output, f"{name}.icarus.v")
+        with open(sim_path, "w") as f:
+            f.write("// For Icarus Verilog simulation only (not for synthesis): yosys's time-0\n"
+                    "// trigger of combinational blocks is delayed 1 ps, which Icarus needs\n"
+                    "// (see viommu.sim.cocotb_run.icarus_compatible).\n")
+            f.write(icarus_compatible(text))
+        _log(f"[generate] wrote {sim_path} (Icarus simulation copy)")
     if dts:
         _log(f"[generate] wrote {dts} (device-tree fragment)")
     return 0
@@ -348,6 +357,10 @@ def build_parser():
                         "DMA master, irq, lookup ports; also writes a device-tree "
                         "fragment); 'none' = the bare core (module virtio_iommu_core). "
                         "Default: none")
+    p.add_argument("--icarus", action="store_true",
+                   help="also write <module>.icarus.v, a simulation-only copy that Icarus "
+                        "Verilog evaluates correctly from time 0 (Icarus leaves some "
+                        "combinational outputs of the plain file at X)")
     add_core_options(p)
     add_transport_options(p)
     p.set_defaults(func=cmd_generate, subparser=p)
