@@ -33,6 +33,9 @@ __all__ = [
     "ReqBeat", "RespBeat", "lookup_request_layout", "LookupVia", "lookup_response_layout",
     "Features", "mapping_entry_layout", "mapping_tag_layout", "mapping_payload_layout",
     "endpoint_state_layout", "DomainState",
+    # board: serial bridge and board control registers
+    "BridgeByte", "BridgeHeader", "BRIDGE_MAX_WORDS", "BoardConfig", "BoardStatus",
+    "ProbeControl", "ProbeResult",
     # helpers
     "pack", "unpack", "sizeof",
 ]
@@ -433,3 +436,76 @@ class DomainState(data.Struct):
     valid:  1
     id:     32
     bypass: 1
+
+
+# --- board: the serial bridge's frames and the board control registers -------------------
+
+class BridgeByte(enum.IntEnum):
+    """Command and reply bytes of the serial bridge (:mod:`~viommu.rtl.bridge`)."""
+    WRITE = 0x57        # 'W'
+    READ  = 0x52        # 'R'
+    ACK   = 0x06
+    NAK   = 0x15
+
+
+#: Most 32-bit words one bridge frame moves (``count`` is one byte holding count - 1).
+BRIDGE_MAX_WORDS = 256
+
+
+class BridgeHeader(data.Struct):
+    """The first 6 bytes of every bridge frame, host -> board: the command byte
+    (:class:`BridgeByte` WRITE or READ), the byte address of the first word (bits 1..0
+    must be 0) and the number of words minus one."""
+    cmd:   8
+    addr:  32
+    count: 8
+
+
+class BoardConfig(data.Struct):
+    """The board control block's CONFIG register: how the device on the board was built,
+    so that a host can set up its reference model without being told.
+
+    ``ids_0_to_n`` is 1 when the endpoint IDs are ``0 .. endpoints_m1`` (otherwise the
+    host needs the list). ``axi_bytes_log2``: 3 for a 64-bit, 4 for a 128-bit DMA bus.
+    """
+    entries_m1:        10
+    endpoints_m1:      6
+    endpoint_width_m1: 5
+    lookup_ports_m1:   3
+    axi_bytes_log2:    3
+    queue_size_log2:   4
+    ids_0_to_n:        1
+
+
+class BoardStatus(data.Struct):
+    """The board control block's STATUS register. ``irq`` and ``driver_ok`` are levels;
+    the ``*_seen`` bits are sticky (set by the event, cleared by writing 1)."""
+    irq:               1
+    driver_ok:         1
+    fault_seen:        1
+    dma_error_seen:    1
+    uart_error_seen:   1
+    bridge_abort_seen: 1
+    reserved:          26
+
+
+class ProbeControl(data.Struct):
+    """The board control block's PROBE_CTRL register: ``write`` is the access type of the
+    probe lookup; writing ``go`` = 1 issues it (``go`` reads 0)."""
+    write:     1
+    reserved0: 7
+    go:        1
+    reserved1: 23
+
+
+class ProbeResult(data.Struct):
+    """The board control block's PROBE_RESULT register: the last probe lookup's answer
+    (the fields of :func:`lookup_response_layout`), ``done`` once it has arrived."""
+    allowed:   1
+    mmio:      1
+    via:       2
+    reason:    2
+    reserved0: 2
+    flags:     9
+    reserved1: 14
+    done:      1

@@ -5,6 +5,7 @@
     viommu build               generate + synthesize, place and route on the default FPGA,
                                print the resource / timing report (the main job)
     viommu bench [--json]      cycle counts (simulation) and LUT/FF/fmax (synthesis)
+    viommu board-test --port D the driver flow against a board image over its UART
 
 Every command takes the core's parameters (``viommu generate --help`` lists them). A bad
 value is reported in one line with exit status 2; a tool failure in one line with the log
@@ -181,9 +182,13 @@ def _core_ffs(report):
 def _soc(parser, args, params, freq_mhz):
     """The board image's SoC for ``viommu build`` (kind "board")."""
     from viommu.boards.soc import BoardSoC
+    import math
     divisor = round(freq_mhz * 1e6 / args.baud)
     try:
+        # the bridge's idle timeout is 1 ms, the heartbeat LED toggles about every 1/3 s
         return BoardSoC(divisor=divisor, ram_size=args.ram_size, params=params,
+                        bridge_timeout=round(freq_mhz * 1e3),
+                        heartbeat_bit=max(1, round(math.log2(freq_mhz * 1e6 / 3))),
                         features=args.features, queue_size=args.queue_size,
                         axi_width=args.axi_width // 8, bypass_init=args.bypass_init,
                         fault_queue_depth=args.fault_queue_depth)
@@ -413,6 +418,9 @@ def build_parser():
                    help="where tool files go (default: build)")
     add_core_options(p)
     p.set_defaults(func=cmd_bench, subparser=p)
+
+    from viommu import board_test
+    board_test.add_parser(sub)
     return parser
 
 
