@@ -21,6 +21,7 @@ against its own constraint and the report lists them all. The report's ``clock``
 domain with the least margin.
 """
 
+import re
 import time
 from pathlib import Path
 
@@ -89,7 +90,6 @@ def build_ecp5_board(platform, top, *, name="top", workdir=None, seed=1, log=pri
 def _lpf_clock_mhz(lpf_path):
     """The highest FREQUENCY of the LPF (the fallback constraint when nextpnr reports
     no clock)."""
-    import re
     freqs = [float(f) for f in re.findall(r"FREQUENCY\s+(?:PORT|NET)\s+\S+\s+([0-9.]+)\s+HZ",
                                           Path(lpf_path).read_text(), re.I)]
     return max(freqs) / 1e6 if freqs else 0.0

@@ -44,22 +44,12 @@ def test_targets():
         get_target("nope")
 
 
-def test_overused_parses_nextpnr_utilisation():
-    log = ("Info: Device utilisation:\n"
-           "Info: \t         ICESTORM_LC:   12000/   7680   156%\n"
-           "Info: \t        ICESTORM_RAM:       0/     32     0%\n")
-    assert _overused_text(log) == "ICESTORM_LC 12000 of 7680"
-
-
-def _overused_text(text):
-    import tempfile, os
-    fd, path = tempfile.mkstemp()
-    os.write(fd, text.encode())
-    os.close(fd)
-    try:
-        return _overused(path)
-    finally:
-        os.unlink(path)
+def test_overused_parses_nextpnr_utilisation(tmp_path):
+    log = tmp_path / "nextpnr.log"
+    log.write_text("Info: Device utilisation:\n"
+                   "Info: \t         ICESTORM_LC:   12000/   7680   156%\n"
+                   "Info: \t        ICESTORM_RAM:       0/     32     0%\n")
+    assert _overused(log) == "ICESTORM_LC 12000 of 7680"
 
 
 class _Adder(wiring.Component):
@@ -172,6 +162,8 @@ def test_board_flow_small_design(tmp_path, board, pll):
     assert "LOCATE COMP" in lpf
     if target.constraints:
         assert target.constraints.strip().splitlines()[-1] in lpf
+    # constraints/<board>.lpf's SYSCONFIG reaches the bitstream's configuration
+    assert ".sysconfig MCCLK_FREQ 38.8" in (tmp_path / "loop.config").read_text()
     saved = json.loads((tmp_path / "synth_report.json").read_text())
     assert saved["bitstream"] == report.bitstream
     assert any(m.startswith("[synth] nextpnr-ecp5 done in") for m in messages)
