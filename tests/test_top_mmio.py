@@ -44,7 +44,7 @@ def test_verilator(config):
     _run(config, "verilator")
 
 
-@pytest.mark.parametrize("config", ["plain"])
+@pytest.mark.parametrize("config", ["plain", "indirect-eventidx"])
 def test_icarus(config):
     _run(config, "icarus")
 
