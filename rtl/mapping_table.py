@@ -56,7 +56,8 @@ class MappingTable(wiring.Component):
         used in the cycle right after a change.
 
     Every cycle: one write, any number of kills, one query, a payload read per port. Query
-    latency: 2 cycles.
+    latency: 2 cycles. A reset of the domain invalidates every entry: only the ``valid``
+    bits have a reset value (the rest of a tag is don't-care while its entry is invalid).
     """
 
     def __init__(self, *, entries, page_bits, dslot_bits, phys_page_bits, read_ports=1):
@@ -124,15 +125,28 @@ class MappingTable(wiring.Component):
             m.d.sync += [c.eq(v) for c, v in zip(copies, ops)]
             banks.append(copies)
 
+        # Only the valid bits are reset (by a system or device reset): the rest of a tag
+        # means nothing while its entry is invalid, and leaving ~100 flip-flops per entry
+        # out of the reset keeps the reset net's fan-out small (it limited the device's
+        # fmax when it reached every tag bit).
+        tag_layout = self.tags.shape().elem_shape
         for i in range(n):
             q_x, q_y, q_dslot = banks[i // BANK]
             tag = self.tags[i]
+            valid = Signal(name=f"entry{i}_valid")
+            body = {name: Signal(tag_layout[name].shape, name=f"entry{i}_{name}",
+                                 reset_less=True)
+                    for name in ("dslot", "start", "end")}
+            m.d.comb += tag.valid.eq(valid)
+            m.d.comb += [getattr(tag, name).eq(sig) for name, sig in body.items()]
             killed = (self.kill[i] |
                       (self.kill_dslot_en & (tag.dslot == self.kill_dslot)))
             with m.If(self.write_sel[i]):
-                m.d.sync += tag.eq(self.write_entry.tag)
+                m.d.sync += valid.eq(self.write_entry.tag.valid)
+                m.d.sync += [sig.eq(getattr(self.write_entry.tag, name))
+                             for name, sig in body.items()]
             with m.Elif(killed):
-                m.d.sync += tag.valid.eq(0)
+                m.d.sync += valid.eq(0)
 
             m.d.sync += [
                 self.x_ge_start[i].eq(uge(q_x, tag.start)),

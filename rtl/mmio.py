@@ -188,8 +188,10 @@ class VirtioMMIORegisters(wiring.Component):
         Clears Status, DriverFeatures, both feature selects, QueueSel, every queue's
         registers (QueueReady 0, QueueNum = QueueNumMax, addresses 0, queue-reset state)
         and InterruptStatus, and pulses ``device_reset`` for one cycle. ``bypass`` and
-        ConfigGeneration are kept. An ``irq_used_set`` / ``needs_reset_set`` in the reset's
-        cycle is dropped (it belongs to the old epoch).
+        ConfigGeneration are kept. The reset happens one cycle after the write's execute
+        cycle E: ``device_reset`` (driven by a flip-flop) pulses during E+1 and the
+        registers read as reset from E+2. An ``irq_used_set`` / ``needs_reset_set`` in E or
+        E+1 is dropped (it belongs to the old epoch).
 
     AXI4-Lite behaviour
         Every response is OKAY: reads of undefined offsets return 0, writes to read-only or
@@ -241,8 +243,9 @@ class VirtioMMIORegisters(wiring.Component):
     ``awready`` / ``wready`` are high while their one-entry buffer is empty and no write
     response is pending; AW and W are taken independently, in either order or in the same
     cycle. In the cycle after both are held (the *execute* cycle E) the write takes effect:
-    ``notify`` / ``queue_reset`` / ``device_reset`` pulse during E, the registers and every
-    output show the new state from E+1, and ``bvalid`` rises in E+1. With AW and W in the
+    ``notify`` / ``queue_reset`` pulse during E, the registers and every output show the
+    new state from E+1 (a device reset: one cycle later, see above), and ``bvalid`` rises
+    in E+1. With AW and W in the
     same cycle t, ``bvalid`` is high in t+2; the next AW/W is taken in the cycle after the
     B handshake, so a master that keeps everything valid/ready writes once per 3 cycles.
 
@@ -470,8 +473,15 @@ class VirtioMMIORegisters(wiring.Component):
             m.d.sync += [int_status[1].eq(1), status[6].eq(1)]
 
         # --- device reset -----------------------------------------------------------------
-        with m.If(dev_reset):
-            m.d.comb += self.device_reset.eq(1)
+        # The Status = 0 write is registered before it takes effect (in E+1): the
+        # ``device_reset`` pulse then comes straight from a flip-flop, because it fans out
+        # to the synchronous reset of the whole core and engine (a decode in front of that
+        # net limited the device's fmax). The registers reset in the same cycle, so the
+        # device is one consistent epoch at every cycle edge.
+        reset_pulse = Signal()
+        m.d.sync += reset_pulse.eq(dev_reset)
+        m.d.comb += self.device_reset.eq(reset_pulse)
+        with m.If(reset_pulse):
             m.d.sync += [
                 status.eq(0),
                 int_status.eq(0),

@@ -831,9 +831,11 @@ def test_device_reset_clears_all_but_bypass():
     run(body)
 
 
-async def raw_write(b, addr, data, strb=0xf, during_execute=(), after_execute=()):
+async def raw_write(b, addr, data, strb=0xf, during_execute=(), after_execute=(),
+                    two_after=()):
     """AW and W together in cycle t (always accepted when idle), so the write executes in
-    t+1; ``during_execute`` signals are held high in t+1 only, ``after_execute`` in t+2."""
+    t+1; ``during_execute`` signals are held high in t+1 only, ``after_execute`` in t+2,
+    ``two_after`` in t+3."""
     ctx, bus = b.ctx, b.bus
     assert ctx.get(bus.awready) and ctx.get(bus.wready)
     ctx.set(bus.awvalid, 1)
@@ -857,21 +859,31 @@ async def raw_write(b, addr, data, strb=0xf, during_execute=(), after_execute=()
     for sig in after_execute:
         ctx.set(sig, 0)
     ctx.set(bus.bready, 0)
+    if two_after:
+        for sig in two_after:
+            ctx.set(sig, 1)
+        await ctx.tick()                        # t+3
+        for sig in two_after:
+            ctx.set(sig, 0)
 
 
 def test_events_in_the_reset_cycle_are_dropped():
+    """A Status = 0 write executed in E resets the device in E+1: events in E and E+1
+    belong to the old epoch, events from E+2 on to the new one."""
     async def body(b):
         dut = b.dut
         events = (dut.irq_used_set, dut.needs_reset_set)
+        for when in ("during_execute", "after_execute"):
+            await b.write(MMIO.STATUS, DS.ACKNOWLEDGE)
+            await raw_write(b, MMIO.STATUS, 0, **{when: events})
+            assert b.events == [("device_reset",)]
+            b.events.clear()
+            assert await b.read(MMIO.INTERRUPT_STATUS) == 0
+            assert await b.read(MMIO.STATUS) == 0
+            assert b.get(dut.irq) == 0
+        # two cycles after the execute cycle they count again
         await b.write(MMIO.STATUS, DS.ACKNOWLEDGE)
-        await raw_write(b, MMIO.STATUS, 0, during_execute=events)
-        assert b.events == [("device_reset",)]
-        assert await b.read(MMIO.INTERRUPT_STATUS) == 0
-        assert await b.read(MMIO.STATUS) == 0
-        assert b.get(dut.irq) == 0
-        # one cycle later they count again
-        await b.write(MMIO.STATUS, DS.ACKNOWLEDGE)
-        await raw_write(b, MMIO.STATUS, 0, after_execute=events)
+        await raw_write(b, MMIO.STATUS, 0, two_after=events)
         assert await b.read(MMIO.INTERRUPT_STATUS) == 3
         assert await b.read(MMIO.STATUS) == DS.DEVICE_NEEDS_RESET
         # and against an ACK in the same cycle, the event wins
