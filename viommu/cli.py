@@ -153,20 +153,21 @@ def _params_dict(params):
 
 # --- build ---------------------------------------------------------------------------------
 
-def _synth_core(params, *, freq, workdir, name="virtio_iommu_core", seed=1):
-    """Place and route the core inside :class:`~viommu.boards.harness.RegisteredPorts`
-    (so that paths from its inputs are timed); the harness's own flip-flops are taken
-    out of the FF count."""
+def _synth_core(params, *, freq, workdir, name="virtio_iommu_core", seed=1, inner=None):
+    """Place and route the core (or ``inner``, another component: the complete device)
+    inside :class:`~viommu.boards.harness.RegisteredPorts` (so that paths from its inputs
+    are timed); the harness's own flip-flops are taken out of the FF count."""
     from viommu.boards.synth import synthesize_ooc, SynthError
     from viommu.boards.harness import RegisteredPorts
     from viommu.rtl.core import Core
     from viommu.rtl.util import component_ports
-    top = RegisteredPorts(Core(params=params))
+    top = RegisteredPorts(Core(params=params) if inner is None else inner)
     try:
         # abc9 (Yosys 0.70) crashes on the core, and nextpnr's router1 does not converge
         # in reasonable time on it: go straight to the classic mapper and router2.
         report = synthesize_ooc(top, name=name, ports=component_ports(top),
                                 freq_mhz=freq, workdir=workdir, log=_log, mapper="abc",
+                                seed=seed,
                                 nextpnr_args=("--router", "router2"), **DEFAULT_PART)
     except SynthError as e:
         raise CliError(str(e)) from None
@@ -223,6 +224,12 @@ def _build_target(parser, args, target, params, freq, workdir):
                                           package=target.package, freq_mhz=freq,
                                           workdir=workdir, seed=args.seed, log=_log)
             extra.update(harness_ffs=top.harness_ffs, core_ffs=report.ffs - top.harness_ffs)
+        elif target.kind == "device":
+            top = _mmio_top(parser, args, params)
+            report = _synth_core(params, freq=freq, workdir=workdir, seed=args.seed,
+                                 name="virtio_iommu_mmio", inner=top)
+            extra["transport"] = _transport_dict(top)
+            extra.update(harness_ffs=report.harness_ffs, core_ffs=_core_ffs(report))
         else:
             report = _synth_core(params, freq=freq, workdir=workdir, seed=args.seed)
             extra.update(harness_ffs=report.harness_ffs, core_ffs=_core_ffs(report))
