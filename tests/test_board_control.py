@@ -8,6 +8,7 @@ from amaranth.sim import Simulator
 
 from viommu.boards.soc import BoardControl, BoardReg, BOARD_ID, BOARD_VERSION, Led
 from viommu.rtl.layouts import ProbeControl, ProbeResult, BoardStatus, pack, unpack
+from viommu.sim.lite import lite_write, lite_read
 
 
 def _word(layout, **fields):
@@ -21,30 +22,11 @@ def test_board_control():
     requests = []
 
     async def write(ctx, reg, value, strb=0xf):
-        ctx.set(bus.awvalid, 1)
-        ctx.set(bus.wvalid, 1)
-        ctx.set(bus.awaddr, reg)
-        ctx.set(bus.wdata, value)
-        ctx.set(bus.wstrb, strb)
-        ctx.set(bus.bready, 1)
-        await ctx.tick()
-        ctx.set(bus.awvalid, 0)
-        ctx.set(bus.wvalid, 0)
-        while not ctx.get(bus.bvalid):
-            await ctx.tick()
-        assert ctx.get(bus.bresp) == 0
-        await ctx.tick()
+        assert await lite_write(ctx, bus, reg, value, strb) == 0
 
     async def read(ctx, reg):
-        ctx.set(bus.arvalid, 1)
-        ctx.set(bus.araddr, reg)
-        ctx.set(bus.rready, 1)
-        await ctx.tick()
-        ctx.set(bus.arvalid, 0)
-        while not ctx.get(bus.rvalid):
-            await ctx.tick()
-        value = ctx.get(bus.rdata)
-        await ctx.tick()
+        value, resp = await lite_read(ctx, bus, reg)
+        assert resp == 0
         return value
 
     async def device(ctx):

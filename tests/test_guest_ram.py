@@ -25,6 +25,7 @@ from amaranth.sim import Simulator
 
 from viommu.rtl.axi import Burst, Resp
 from viommu.rtl.guest_ram import GuestRAM
+from viommu.sim.lite import lite_write
 
 
 def beat_addrs(addr, size, length, burst):
@@ -513,19 +514,8 @@ def test_lite_read_waits_for_held_r_beat():
 
     async def tb(ctx):
         axi, lite = dut.axi, dut.lite
-        ctx.set(lite.bready, 1)
         for addr, value in ((0x200, 0x11111111), (0x204, 0x22222222), (0x300, 0x99999999)):
-            ctx.set(lite.awvalid, 1)
-            ctx.set(lite.wvalid, 1)
-            ctx.set(lite.awaddr, addr)
-            ctx.set(lite.wdata, value)
-            ctx.set(lite.wstrb, 0xf)
-            await ctx.tick()
-            ctx.set(lite.awvalid, 0)
-            ctx.set(lite.wvalid, 0)
-            while not ctx.get(lite.bvalid):
-                await ctx.tick()
-            await ctx.tick()
+            assert await lite_write(ctx, lite, addr, value) == Resp.OKAY
         ctx.set(axi.arvalid, 1)
         ctx.set(axi.araddr, 0x200)
         ctx.set(axi.arlen, 1)
