@@ -215,6 +215,15 @@ class Executor(wiring.Component):
                          resp_beat.eq(0), wait.eq(0)]
             m.next = then
 
+        def present():
+            """Offer the response beat (RESP, or MAP_WRITE for a MAP's status)."""
+            m.d.comb += self.resp.valid.eq(1)
+            with m.If(self.resp.ready):
+                m.d.sync += resp_beat.eq(resp_beat + 1)
+                with m.If(self.resp.payload.last):
+                    m.d.sync += [beat.eq(0), count.eq(0), extra_nz.eq(0), buf.eq(0)]
+                    m.next = "RECV"
+
         with m.FSM(name="fsm"):
             with m.State("RECV"):
                 m.d.comb += self.req.ready.eq(1)
@@ -401,11 +410,17 @@ class Executor(wiring.Component):
                 with m.Else():
                     m.d.sync += [free_slot.eq(self.table_free_index),
                                  write_sel.eq(self.table_free_onehot)]
-                    m.next = "MAP_WRITE"
+                    respond(Status.OK, then="MAP_WRITE")
 
             with m.State("MAP_WRITE"):
+                # The entry is written at the end of this cycle, and the OK status is
+                # offered in it already: a lookup presented in this cycle is decided
+                # against the state after the write (see the ordering contract in
+                # :mod:`.core`). (The MAP's entry comes from ``buf``, which is cleared at
+                # the same edge if the status is taken now.)
                 m.d.comb += self.table_write_en.eq(1)
-                respond(Status.OK)
+                m.next = "RESP"
+                present()
 
             with m.State("UNMAP_OVERLAP"):
                 # Overlap: virt_start <= end_i and virt_end >= start_i (asked in DECODE).
@@ -442,12 +457,7 @@ class Executor(wiring.Component):
                     m.next = "RESP"
 
             with m.State("RESP"):
-                m.d.comb += self.resp.valid.eq(1)
-                with m.If(self.resp.ready):
-                    m.d.sync += resp_beat.eq(resp_beat + 1)
-                    with m.If(self.resp.payload.last):
-                        m.d.sync += [beat.eq(0), count.eq(0), extra_nz.eq(0), buf.eq(0)]
-                        m.next = "RECV"
+                present()
 
         m.d.comb += self.busy.eq(~self.req.ready)
         return m
