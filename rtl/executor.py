@@ -51,13 +51,16 @@ class Executor(wiring.Component):
         request  beats  decode  table  apply  wait  response
         ATTACH     3      2       -      1     3     1
         DETACH     3      2       -      1     3     1
-        MAP        5      2       1      1     -     1
+        MAP        5      2       1      1     -     (in apply)
         UNMAP      4      2       2      1     3     1
         PROBE      9      2       -      -     -     probe_size / 8 + 1
 
-    i.e. 10 cycles per MAP and 13 per UNMAP, independent of the table size. Decisions that
-    reduce over every entry are registered before the change fans out to every entry
-    (the "apply" cycle), so neither path limits the clock. The "wait" of
+    i.e. 9 cycles per MAP and 13 per UNMAP, independent of the table size. A successful
+    MAP's OK status is offered in the cycle its entry is written (8 cycles after its first
+    beat): a MAP removes no access, and a lookup presented in that cycle already sees the
+    entry; a failed MAP answers from RESP, one cycle later. Decisions that reduce over
+    every entry are registered before the change fans out to every entry (the "apply"
+    cycle), so neither path limits the clock. The "wait" of
     requests that can remove access lets lookups already in the pipeline drain, so that
     from the cycle the response's first beat is valid every lookup *response* reflects the
     request (see :mod:`.core`).

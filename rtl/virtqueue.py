@@ -43,10 +43,13 @@ wait on a stage that itself waits for a later return (no deadlock).
   descriptors), so most chains need no dependent read.
 * **P2** (indirect prefetch): when a job's head descriptor has arrived and is a valid
   INDIRECT descriptor, it reads the first (up to 4) entries of the indirect table into one
-  of 8 table slots.
+  of 8 table slots. It takes the head descriptor from the returning beats when the job is
+  already waiting for them, else from the slot memory.
 * **Walker**: walks each chain, one descriptor every two cycles when the descriptor is in
   a slot (else it reads up to 4 descriptors from the current table into its own slot and
-  waits). It checks every rule listed under *Bad input*, issues a read for each readable
+  waits). A slot's first descriptor is used as soon as it has arrived (``first``), the
+  others once the whole slot read has (``filled``); a job's slots are released, and the
+  walker's own slot read again, only once their reads have completed. It checks every rule listed under *Bad input*, issues a read for each readable
   descriptor's bytes (the first ``READ_CAP`` = 128 readable bytes of the request; the
   core never looks past byte 72, and counts up to 255, so a request is short for the core
   exactly when its readable part is) and queues a packer command for it; it records the
@@ -56,7 +59,9 @@ wait on a stage that itself waits for a later return (no deadlock).
   the request's record for the back end.
 * **Packer**: concatenates the payload reads' bytes (any byte split, zero-length
   descriptors skipped) into :class:`~.layouts.ReqBeat` beats of 8 bytes in a 128-beat FIFO
-  that feeds ``req``; the last beat carries ``last`` and ``wlen``. An empty readable part
+  that feeds ``req``; the last beat carries ``last`` and ``wlen``. (This FIFO and the
+  payload FIFO in front of the packer pass an entry written while they are empty to
+  their registered output in one cycle.) An empty readable part
   is one beat with ``nbytes`` = 0. FIFO space is reserved (credits) before each read.
 * **Back end**: takes the records in walk order (an eventq record as soon as there is
   one: it waits for nothing, and the two used rings are independent) and the core's
@@ -83,21 +88,24 @@ wait on a stage that itself waits for a later return (no deadlock).
 
 State machines
 --------------
-* ring (requestq): ``RUN`` (issue ring reads; on a doorbell go to ``HDR``; caught up with
-  EVENT_IDX go to ``AE``), ``HDR`` -> ``HDR_WAIT`` (avail idx read), ``AE`` -> ``AE_WAIT``
-  (avail_event written and completed) -> ``HDR``.
+* ring (requestq): ``RUN`` (issue ring reads; on a doorbell request the avail idx read
+  and go to ``HDR_WAIT``, which prepares the first ring read as the idx arrives; caught up
+  with EVENT_IDX go to ``AE``), ``HDR`` -> ``HDR_WAIT`` (avail idx read), ``AE`` ->
+  ``AE_WAIT`` (avail_event written and completed) -> ``HDR``.
 * eventq: ``IDLE``, ``HDR`` -> ``HDR_WAIT``, ``RING`` -> ``RING_WAIT`` (one ring entry),
   ``PUSH`` (job to P1), ``AE`` -> ``AE_WAIT`` -> ``HDR``.
-* walker: ``IDLE`` (take a job) -> ``LOOK`` (is the descriptor in a slot? else ``MISS``
-  reads it and up to 3 more) -> ``LATCH`` (slot memory -> register) -> ``EXEC`` (checks,
+* walker: ``IDLE`` (take a job; its head descriptor is read from the slot at once) ->
+  ``LATCH``; ``LOOK`` (is the descriptor in a slot? else ``MISS`` reads it and up to 3
+  more) -> ``LATCH`` (slot memory -> register) -> ``EXEC`` (checks,
   payload read, segment; the next descriptor of the same slot goes straight to
   ``LATCH``) -> ``END`` (record and packer end command).
 * back end: ``IDLE`` (take a record) -> ``BEAT`` (next answer beat) -> ``WRITE`` (one
   piece per cycle; ``MREAD`` -> ``MWAIT`` -> ``MLATCH`` -> ``MCHECK`` fetch writable
   descriptors past the recorded two) -> ``USED`` (used element) -> ``IDLE``.
-* publisher: ``IDLE`` -> ``WRITE`` -> ``WRITE_WAIT`` (used idx) -> ``READ`` ->
+* publisher: ``IDLE`` (requests the used idx write; ``WRITE`` only if it is not taken
+  at once) -> ``WRITE_WAIT`` (used idx) -> ``READ`` ->
   ``READ_WAIT`` (used_event or avail flags; irq decision) -> ``IDLE``.
-* P1 (a register stage, then the read), P2 (look, latch, decide), the packer and the
+* P1 (a register stage, then the read), P2 (latch, decide), the packer and the
   head extractor are pipelines without named states.
 
 Ports
@@ -147,23 +155,38 @@ dma_busy : Out(1)
 
 Cycles
 ------
-Measured by ``tests/test_virtqueue.py::test_map_batch_cycles`` (64-bit DMA, 128 MAPs
-queued at once, one doorbell, memory answering each read command after the given latency
-and one beat per cycle), cycles per MAP between the 32nd and the 128th used element:
+Measured by ``viommu bench`` (:func:`~viommu.sim.perf.measure_engine`: engine + a
+129-entry core, so that every MAP succeeds; 64-bit DMA, 128 MAPs queued at once, one
+doorbell, memory answering each read command after the given latency and one beat per
+cycle, writes after 1 cycle), cycles per MAP between the 32nd and the 128th used element
+(2026-11-24):
 
 ==============  ==========  ==========
 read latency     2-desc      indirect
 ==============  ==========  ==========
-1 cycle          9.2         11.0
-100 cycles       9.2         14.0
+1 cycle          9.56        10.97
+100 cycles       9.39        13.75
 ==============  ==========  ==========
 
-The core takes 9 cycles per MAP; with indirect tables the DMA read data (11 beats per
-MAP: head descriptor, table, 36 request bytes) is the limit at low latency, the 8 table
-slots at high latency. Per request the walker spends 2 cycles per descriptor plus 3, the
-back end 1 cycle per written piece plus 3, the packer 1 cycle per payload beat plus 1.
+The core takes 9 cycles per MAP; the DMA read data (about 9.3 beats per MAP with
+2-descriptor chains: descriptors, 36 request bytes and a quarter of a ring read; 11 with
+indirect tables: head descriptor, table, request bytes) is the limit at low latency, with
+indirect tables the 8 table slots at high latency. Per request the walker spends 2 cycles
+per descriptor plus 2, the back end 1 cycle per written piece plus 3, the packer 1 cycle
+per payload beat plus 1.
+
+A lone request (doorbell to the write of the used idx that publishes it; same bench and
+memory model, asserted exactly by ``tests/test_virtqueue.py::test_map_batch_cycles``) takes 4 × L + 30 cycles for read latency L with a 2-descriptor chain (4
+dependent reads: avail idx, ring entry, descriptors, request bytes) and 5 × L + 32 with
+an indirect table (a fifth); the issue's target was 4 dependent round trips + 32.
+``python -m viommu.sim.vq_timeline`` prints where each cycle goes (README, "Virtqueue
+engine and the whole device"). The used element's write response is still awaited before
+the used idx is written.
+
 Every path is registered at the slot memory and at the DMA port. Inside the board image
-(8-entry core, LFE5UM5G-45F speed 8, measured 2026-11-24) the engine holds the critical
+(8-entry core, LFE5UM5G-45F speed 8, measured 2026-11-24, before the latency changes
+above, which add no logic in series with the read-port grant but have not been through
+place and route since) the engine holds the critical
 path: 77.5 MHz, from the walker's ``pay_beats`` counter through the read-port grant to the
 request pipeline's head-register enable, mostly routing (README, "Board image"). An
 earlier out-of-context figure of about 110 MHz did not survive that measurement.
