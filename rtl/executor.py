@@ -51,13 +51,16 @@ class Executor(wiring.Component):
         request  beats  decode  table  apply  wait  response
         ATTACH     3      2       -      1     3     1
         DETACH     3      2       -      1     3     1
-        MAP        5      2       1      1     -     1
+        MAP        5      2       1      1     -     (in apply)
         UNMAP      4      2       2      1     3     1
         PROBE      9      2       -      -     -     probe_size / 8 + 1
 
-    i.e. 10 cycles per MAP and 13 per UNMAP, independent of the table size. Decisions that
-    reduce over every entry are registered before the change fans out to every entry
-    (the "apply" cycle), so neither path limits the clock. The "wait" of
+    i.e. 9 cycles per MAP and 13 per UNMAP, independent of the table size. A successful
+    MAP's OK status is offered in the cycle its entry is written (8 cycles after its first
+    beat): a MAP removes no access, and a lookup presented in that cycle already sees the
+    entry; a failed MAP answers from RESP, one cycle later. Decisions that reduce over
+    every entry are registered before the change fans out to every entry (the "apply"
+    cycle), so neither path limits the clock. The "wait" of
     requests that can remove access lets lookups already in the pipeline drain, so that
     from the cycle the response's first beat is valid every lookup *response* reflects the
     request (see :mod:`.core`).
@@ -221,6 +224,15 @@ class Executor(wiring.Component):
             m.d.sync += [status.eq(st), resp_len.eq(length), resp_props.eq(props),
                          resp_beat.eq(0), wait.eq(0)]
             m.next = then
+
+        def present():
+            """Offer the response beat (RESP, or MAP_WRITE for a MAP's status)."""
+            m.d.comb += self.resp.valid.eq(1)
+            with m.If(self.resp.ready):
+                m.d.sync += resp_beat.eq(resp_beat + 1)
+                with m.If(self.resp.payload.last):
+                    m.d.sync += [beat.eq(0), count.eq(0), extra_nz.eq(0), buf.eq(0)]
+                    m.next = "RECV"
 
         with m.FSM(name="fsm"):
             with m.State("RECV"):
@@ -408,11 +420,17 @@ class Executor(wiring.Component):
                 with m.Else():
                     m.d.sync += [free_slot.eq(self.table_free_index),
                                  write_sel.eq(self.table_free_onehot)]
-                    m.next = "MAP_WRITE"
+                    respond(Status.OK, then="MAP_WRITE")
 
             with m.State("MAP_WRITE"):
+                # The entry is written at the end of this cycle, and the OK status is
+                # offered in it already: a lookup presented in this cycle is decided
+                # against the state after the write (see the ordering contract in
+                # :mod:`.core`). (The MAP's entry comes from ``buf``, which is cleared at
+                # the same edge if the status is taken now.)
                 m.d.comb += self.table_write_en.eq(1)
-                respond(Status.OK)
+                m.next = "RESP"
+                present()
 
             with m.State("UNMAP_OVERLAP"):
                 # Overlap: virt_start <= end_i and virt_end >= start_i (asked in DECODE).
@@ -449,12 +467,7 @@ class Executor(wiring.Component):
                     m.next = "RESP"
 
             with m.State("RESP"):
-                m.d.comb += self.resp.valid.eq(1)
-                with m.If(self.resp.ready):
-                    m.d.sync += resp_beat.eq(resp_beat + 1)
-                    with m.If(self.resp.payload.last):
-                        m.d.sync += [beat.eq(0), count.eq(0), extra_nz.eq(0), buf.eq(0)]
-                        m.next = "RECV"
+                present()
 
         m.d.comb += self.busy.eq(~self.req.ready)
         return m

@@ -43,10 +43,13 @@ wait on a stage that itself waits for a later return (no deadlock).
   descriptors), so most chains need no dependent read.
 * **P2** (indirect prefetch): when a job's head descriptor has arrived and is a valid
   INDIRECT descriptor, it reads the first (up to 4) entries of the indirect table into one
-  of 8 table slots.
+  of 8 table slots. It takes the head descriptor from the returning beats when the job is
+  already waiting for them, else from the slot memory.
 * **Walker**: walks each chain, one descriptor every two cycles when the descriptor is in
   a slot (else it reads up to 4 descriptors from the current table into its own slot and
-  waits). It checks every rule listed under *Bad input*, issues a read for each readable
+  waits). A slot's first descriptor is used as soon as it has arrived (``first``), the
+  others once the whole slot read has (``filled``); a job's slots are released, and the
+  walker's own slot read again, only once their reads have completed. It checks every rule listed under *Bad input*, issues a read for each readable
   descriptor's bytes (the first ``READ_CAP`` = 128 readable bytes of the request; the
   core never looks past byte 72, and counts up to 255, so a request is short for the core
   exactly when its readable part is) and queues a packer command for it; it records the
@@ -56,7 +59,9 @@ wait on a stage that itself waits for a later return (no deadlock).
   the request's record for the back end.
 * **Packer**: concatenates the payload reads' bytes (any byte split, zero-length
   descriptors skipped) into :class:`~.layouts.ReqBeat` beats of 8 bytes in a 128-beat FIFO
-  that feeds ``req``; the last beat carries ``last`` and ``wlen``. An empty readable part
+  that feeds ``req``; the last beat carries ``last`` and ``wlen``. (This FIFO and the
+  payload FIFO in front of the packer pass an entry written while they are empty to
+  their registered output in one cycle.) An empty readable part
   is one beat with ``nbytes`` = 0. FIFO space is reserved (credits) before each read.
 * **Back end**: takes the records in walk order (an eventq record as soon as there is
   one: it waits for nothing, and the two used rings are independent) and the core's
@@ -83,21 +88,24 @@ wait on a stage that itself waits for a later return (no deadlock).
 
 State machines
 --------------
-* ring (requestq): ``RUN`` (issue ring reads; on a doorbell go to ``HDR``; caught up with
-  EVENT_IDX go to ``AE``), ``HDR`` -> ``HDR_WAIT`` (avail idx read), ``AE`` -> ``AE_WAIT``
-  (avail_event written and completed) -> ``HDR``.
+* ring (requestq): ``RUN`` (issue ring reads; on a doorbell request the avail idx read
+  and go to ``HDR_WAIT``, which prepares the first ring read as the idx arrives; caught up
+  with EVENT_IDX go to ``AE``), ``HDR`` -> ``HDR_WAIT`` (avail idx read), ``AE`` ->
+  ``AE_WAIT`` (avail_event written and completed) -> ``HDR``.
 * eventq: ``IDLE``, ``HDR`` -> ``HDR_WAIT``, ``RING`` -> ``RING_WAIT`` (one ring entry),
   ``PUSH`` (job to P1), ``AE`` -> ``AE_WAIT`` -> ``HDR``.
-* walker: ``IDLE`` (take a job) -> ``LOOK`` (is the descriptor in a slot? else ``MISS``
-  reads it and up to 3 more) -> ``LATCH`` (slot memory -> register) -> ``EXEC`` (checks,
+* walker: ``IDLE`` (take a job; its head descriptor is read from the slot at once) ->
+  ``LATCH``; ``LOOK`` (is the descriptor in a slot? else ``MISS`` reads it and up to 3
+  more) -> ``LATCH`` (slot memory -> register) -> ``EXEC`` (checks,
   payload read, segment; the next descriptor of the same slot goes straight to
   ``LATCH``) -> ``END`` (record and packer end command).
 * back end: ``IDLE`` (take a record) -> ``BEAT`` (next answer beat) -> ``WRITE`` (one
   piece per cycle; ``MREAD`` -> ``MWAIT`` -> ``MLATCH`` -> ``MCHECK`` fetch writable
   descriptors past the recorded two) -> ``USED`` (used element) -> ``IDLE``.
-* publisher: ``IDLE`` -> ``WRITE`` -> ``WRITE_WAIT`` (used idx) -> ``READ`` ->
+* publisher: ``IDLE`` (requests the used idx write; ``WRITE`` only if it is not taken
+  at once) -> ``WRITE_WAIT`` (used idx) -> ``READ`` ->
   ``READ_WAIT`` (used_event or avail flags; irq decision) -> ``IDLE``.
-* P1 (a register stage, then the read), P2 (look, latch, decide), the packer and the
+* P1 (a register stage, then the read), P2 (latch, decide), the packer and the
   head extractor are pipelines without named states.
 
 Ports
@@ -147,23 +155,38 @@ dma_busy : Out(1)
 
 Cycles
 ------
-Measured by ``tests/test_virtqueue.py::test_map_batch_cycles`` (64-bit DMA, 128 MAPs
-queued at once, one doorbell, memory answering each read command after the given latency
-and one beat per cycle), cycles per MAP between the 32nd and the 128th used element:
+Measured by ``viommu bench`` (:func:`~viommu.sim.perf.measure_engine`: engine + a
+129-entry core, so that every MAP succeeds; 64-bit DMA, 128 MAPs queued at once, one
+doorbell, memory answering each read command after the given latency and one beat per
+cycle, writes after 1 cycle), cycles per MAP between the 32nd and the 128th used element
+(2026-11-24):
 
 ==============  ==========  ==========
 read latency     2-desc      indirect
 ==============  ==========  ==========
-1 cycle          9.2         11.0
-100 cycles       9.2         14.0
+1 cycle          9.56        10.97
+100 cycles       9.39        13.75
 ==============  ==========  ==========
 
-The core takes 9 cycles per MAP; with indirect tables the DMA read data (11 beats per
-MAP: head descriptor, table, 36 request bytes) is the limit at low latency, the 8 table
-slots at high latency. Per request the walker spends 2 cycles per descriptor plus 3, the
-back end 1 cycle per written piece plus 3, the packer 1 cycle per payload beat plus 1.
+The core takes 9 cycles per MAP; the DMA read data (about 9.3 beats per MAP with
+2-descriptor chains: descriptors, 36 request bytes and a quarter of a ring read; 11 with
+indirect tables: head descriptor, table, request bytes) is the limit at low latency, with
+indirect tables the 8 table slots at high latency. Per request the walker spends 2 cycles
+per descriptor plus 2, the back end 1 cycle per written piece plus 3, the packer 1 cycle
+per payload beat plus 1.
+
+A lone request (doorbell to the write of the used idx that publishes it; same bench and
+memory model, asserted exactly by ``tests/test_virtqueue.py::test_map_batch_cycles``) takes 4 × L + 30 cycles for read latency L with a 2-descriptor chain (4
+dependent reads: avail idx, ring entry, descriptors, request bytes) and 5 × L + 32 with
+an indirect table (a fifth); the issue's target was 4 dependent round trips + 32.
+``python -m viommu.sim.vq_timeline`` prints where each cycle goes (README, "Virtqueue
+engine and the whole device"). The used element's write response is still awaited before
+the used idx is written.
+
 Every path is registered at the slot memory and at the DMA port. Inside the board image
-(8-entry core, LFE5UM5G-45F speed 8, measured 2026-11-24) the engine holds the critical
+(8-entry core, LFE5UM5G-45F speed 8, measured 2026-11-24, before the latency changes
+above, which add no logic in series with the read-port grant but have not been through
+place and route since) the engine holds the critical
 path: 77.5 MHz, from the walker's ``pay_beats`` counter through the read-port grant to the
 request pipeline's head-register enable, mostly routing (README, "Board image"). An
 earlier out-of-context figure of about 110 MHz did not survive that measurement.
@@ -307,6 +330,44 @@ def _cmd_queue(m, req, stop, *, room, bus_ready):
     return head, present, fire, pending
 
 
+class _BypassFIFO(wiring.Component):
+    """A FIFO of ``depth`` entries with a registered output that is loaded directly from
+    the write side when nothing is queued: an entry written into an empty FIFO is readable
+    in the next cycle (one cycle earlier than through :class:`SyncFIFOBuffered`, which
+    holds the other ``depth - 1`` entries in block RAM behind this output register).
+    The ``SyncFIFO`` interface subset: ``w_data``, ``w_en``, ``w_rdy``, ``r_data``,
+    ``r_en``, ``r_rdy``.
+    """
+
+    def __init__(self, *, width, depth):
+        self._depth = depth
+        super().__init__({
+            "w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
+            "r_data": Out(width), "r_en": In(1), "r_rdy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = inner = SyncFIFOBuffered(width=len(self.w_data),
+                                                      depth=self._depth - 1)
+        load = ~self.r_rdy | self.r_en         # the output register is free next cycle
+        bypass = load & (inner.level == 0)
+        m.d.comb += [
+            self.w_rdy.eq(inner.w_rdy),
+            inner.w_data.eq(self.w_data),
+            inner.w_en.eq(self.w_en & ~bypass),
+            inner.r_en.eq(load),
+        ]
+        with m.If(load):
+            with m.If(inner.r_rdy):
+                m.d.sync += [self.r_data.eq(inner.r_data), self.r_rdy.eq(1)]
+            with m.Elif(self.w_en & bypass):
+                m.d.sync += [self.r_data.eq(self.w_data), self.r_rdy.eq(1)]
+            with m.Else():
+                m.d.sync += self.r_rdy.eq(0)
+        return m
+
+
 class _DMAPort(wiring.Component):
     """Issues the engine's DMA commands and routes the returns back with their tags.
 
@@ -403,16 +464,26 @@ class _DMAPort(wiring.Component):
         m.submodules.wdata = wdq = SyncFIFO(width=64, depth=4)
         wc, w_present, w_fire, w_pending = _cmd_queue(
             m, self.wr_req, stop, room=wtags.w_rdy & wdq.w_rdy, bus_ready=dma.wr_cmd.ready)
+        # A presented command's data beat is offered with it when no earlier beat waits in
+        # wdq (a command once presented is taken: its beat may go first); otherwise, or
+        # if the beat is not taken by then, it waits in wdq from the command's handshake.
+        w_dsent = Signal()              # the presented command's beat has been taken
+        direct = ~wdq.r_rdy & w_present & ~w_dsent
+        direct_take = direct & dma.wr_data.ready
+        with m.If(w_fire):
+            m.d.sync += w_dsent.eq(0)
+        with m.Elif(direct_take):
+            m.d.sync += w_dsent.eq(1)
         m.d.comb += [
             dma.wr_cmd.valid.eq(w_present),
             dma.wr_cmd.payload.addr.eq(wc.addr),
             dma.wr_cmd.payload.len.eq(wc.len),
             wtags.w_en.eq(w_fire),
             wtags.w_data.eq(wc.tag),
-            wdq.w_en.eq(w_fire),
+            wdq.w_en.eq(w_fire & ~w_dsent & ~direct_take),
             wdq.w_data.eq(wc.data),
-            dma.wr_data.valid.eq(wdq.r_rdy),
-            dma.wr_data.payload.data.eq(wdq.r_data),
+            dma.wr_data.valid.eq(wdq.r_rdy | direct),
+            dma.wr_data.payload.data.eq(Mux(wdq.r_rdy, wdq.r_data, wc.data)),
             dma.wr_data.payload.last.eq(1),
             wdq.r_en.eq(dma.wr_data.ready),
         ]
@@ -507,6 +578,7 @@ class VirtqueueEngine(wiring.Component):
             return mod
 
         m = unit("ctl")
+        self._fsms = {}             # for tests and debugging
         top.d.comb += [port.clear.eq(self.clear), self.dma_busy.eq(~port.idle)]
         self._port = port
 
@@ -582,8 +654,13 @@ class VirtqueueEngine(wiring.Component):
         filled_clr = Signal(_N_SLOTS)
         clr_p1, clr_p2, clr_w, clr_be = (Signal(_N_SLOTS, name=f"filled_clr_{n}")
                                          for n in ("p1", "p2", "w", "be"))
+        # ``first``: the slot's first descriptor has arrived (its read may still be going
+        # on), so that its consumer can start one beat per further descriptor earlier.
+        first = Signal(_N_SLOTS)
+        first_set = Signal(_N_SLOTS)
         m.d.comb += filled_clr.eq(clr_p1 | clr_p2 | clr_w | clr_be)
-        m.d.sync += filled.eq((filled & ~filled_clr) | filled_set)
+        m.d.sync += [filled.eq((filled & ~filled_clr) | filled_set),
+                     first.eq((first & ~filled_clr) | first_set)]
 
         m.submodules.slots = slots = Memory(shape=128, depth=_N_SLOTS * _SLOT_DESCS, init=[])
         slot_wp = slots.write_port(granularity=64)
@@ -591,7 +668,7 @@ class VirtqueueEngine(wiring.Component):
         m.submodules.ring_fifo = ring_fifo = SyncFIFO(width=64 + 3, depth=_RING_FIFO_DEPTH)
         # Payload beats wait in a small FIFO for the packer, so that the packer's cycle at
         # the end of each request does not hold up the DMA return path.
-        m.submodules.pay_fifo = pay_fifo = SyncFIFOBuffered(width=64, depth=4)
+        m.submodules.pay_fifo = pay_fifo = _BypassFIFO(width=64, depth=4)
         pay_valid = pay_fifo.r_rdy
         pay_ready = pay_fifo.r_en
         ret_fire = ret.valid & ret.ready
@@ -623,6 +700,8 @@ class VirtqueueEngine(wiring.Component):
                 ]
                 with m.If(ret.valid & ret.payload.last):
                     m.d.comb += filled_set.eq(1 << rtag.sub[:_SLOT_BITS])
+                with m.If(ret.valid & (ret.payload.last | (rbeat == 1))):
+                    m.d.comb += first_set.eq(1 << rtag.sub[:_SLOT_BITS])
             with m.Case(_D_PAY):
                 m.d.comb += [ret.ready.eq(pay_fifo.w_rdy), pay_fifo.w_en.eq(ret.valid),
                              pay_fifo.w_data.eq(ret.payload.data)]
@@ -639,12 +718,14 @@ class VirtqueueEngine(wiring.Component):
         fault_bytes = Cat(fault.reason, Const(0, 24), fault.flags, fault.endpoint,
                           Const(0, 32), fault.address)
 
-        def avail_header_states(q, rq, wq, reg, last, avail, ae_done, pending_clr, resume):
+        def avail_header_states(q, rq, wq, reg, last, avail, ae_done, pending_clr, resume,
+                                on_idx=None):
             """The states both queue units share, in the current unit's FSM. ``HDR`` ->
             ``HDR_WAIT``: read queue ``q``'s avail flags and idx (an idx more than ``num``
             ahead of ``last`` is fatal), then go to ``resume``. ``AE`` -> ``AE_WAIT``: write
             ``avail_event`` (= ``avail``), wait for it to complete, then read the idx again
-            (``HDR``), so that a buffer made available meanwhile is not missed."""
+            (``HDR``), so that a buffer made available meanwhile is not missed. ``on_idx(idx)``
+            adds statements for the cycle a valid idx arrives."""
             with m.State("HDR"):
                 m.d.comb += rq.valid.eq(1)
                 rd(rq, qc[q].driver, 4, _D_REG, reg)
@@ -656,6 +737,9 @@ class VirtqueueEngine(wiring.Component):
                 with m.If(reg_done[reg]):
                     with m.If((idx - last)[:16] > num[q]):
                         error()
+                    if on_idx is not None:
+                        with m.Else():
+                            on_idx(idx)
                     m.d.sync += avail.eq(idx)
                     with m.If(idx != avail):
                         m.d.sync += ae_done.eq(0)
@@ -689,37 +773,48 @@ class VirtqueueEngine(wiring.Component):
             m.d.sync += r_pending.eq(1)
         with m.Elif(r_pending_clr):
             m.d.sync += r_pending.eq(0)
-        with m.FSM(name="ring"):
+        # A ring read is prepared in one cycle (rr_*) and requested from the next; it is
+        # prepared from r_avail in RUN, or from the avail idx itself in the cycle it
+        # arrives (HDR_WAIT), which saves a cycle on a lone request's path.
+        slot = Signal(16)
+        rr_rd_addr = Signal(64)
+        m.d.comb += [
+            slot.eq(r_fetch & mask[0]),
+            rr_rd_addr.eq(qc[0].driver + 4 + (slot << 1)),
+        ]
+
+        def prepare(avail):
+            cnt = (avail - r_fetch)[:16]
+            to_end = num[0] - slot
+            with m.If(live[0] & (avail != r_fetch)):
+                m.d.sync += [rr_valid.eq(1), rr_n.eq(_min(_min(cnt, 4), to_end)),
+                             rr_addr.eq(rr_rd_addr)]
+
+        with m.FSM(name="ring") as fsm:
+            self._fsms["ring"] = fsm
             with m.State("RUN"):
-                # A ring read is prepared in one cycle (rr_*) and requested from the next.
-                cnt = Signal(16)
-                slot = Signal(16)
-                to_end = Signal(17)
-                n = Signal(3)
-                m.d.comb += [
-                    cnt.eq(r_avail - r_fetch),
-                    slot.eq(r_fetch & mask[0]),
-                    to_end.eq(num[0] - slot),
-                    n.eq(_min(_min(cnt, 4), to_end)),
-                ]
                 with m.If(rr_valid):
                     m.d.comb += r_rq.valid.eq(r_cred != 0)
                     rd(r_rq, rr_addr, rr_n << 1, _D_RING, rr_n - 1)
                     with m.If(r_rq.grant):
                         m.d.sync += [r_fetch.eq(r_fetch + rr_n), rr_valid.eq(0)]
                         m.d.comb += r_cred_take.eq(1)
-                with m.Elif(live[0] & (cnt != 0)):
-                    m.d.sync += [rr_valid.eq(1), rr_n.eq(n),
-                                 rr_addr.eq(qc[0].driver + 4 + (slot << 1))]
+                with m.Elif(live[0] & (r_avail != r_fetch)):
+                    prepare(r_avail)
                 with m.Elif(live[0] & r_pending):
+                    # the doorbell: read the avail idx from here (no HDR cycle)
                     with m.If(~num_ok[0]):
                         error()
                     with m.Else():
-                        m.next = "HDR"
+                        m.d.comb += r_rq.valid.eq(1)
+                        rd(r_rq, qc[0].driver, 4, _D_REG, _REG_RQ)
+                        with m.If(r_rq.grant):
+                            m.d.comb += r_pending_clr.eq(1)
+                            m.next = "HDR_WAIT"
                 with m.Elif(live[0] & self.event_idx & ~r_ae_done):
                     m.next = "AE"
             avail_header_states(0, r_rq, w_rq, _REG_RQ, r_fetch, r_avail, r_ae_done,
-                                r_pending_clr, resume="RUN")
+                                r_pending_clr, resume="RUN", on_idx=prepare)
 
         # head extractor: one head per cycle from the ring FIFO
         rh_pos = Signal(2)
@@ -751,7 +846,8 @@ class VirtqueueEngine(wiring.Component):
             m.d.sync += e_pending.eq(1)
         with m.Elif(e_pending_clr):
             m.d.sync += e_pending.eq(0)
-        with m.FSM(name="eventq"):
+        with m.FSM(name="eventq") as fsm:
+            self._fsms["eventq"] = fsm
             with m.State("IDLE"):
                 with m.If(live[1] & (e_inflight < ffifo.level)):
                     with m.If(e_avail != e_last):
@@ -827,21 +923,32 @@ class VirtqueueEngine(wiring.Component):
         # --- P2: indirect table prefetch ---------------------------------------------------------
         m = unit("p2")
         a_out = _JobA(fifo_a.r_data)
-        # The head descriptor is read from the slot memory in the cycle after the job's slot
-        # is seen filled, and registered (d2_reg) in the next; P2 decides in the third.
+        # The head descriptor of the job at the head of fifo_a is taken into d2_reg as its
+        # two beats come back from the bus (if the job is at the head by then), else read
+        # from the slot memory in the cycle after the slot's first descriptor is seen
+        # arrived and registered in the next; P2 decides in the cycle after d2_reg is
+        # loaded.
         p2_rp = slots.read_port(domain="sync")
         m.d.comb += p2_rp.addr.eq(Cat(Const(0, 2), a_out.hslot, Const(0, _SLOT_BITS - _H_BITS)))
         d2_reg = Signal(128)
         d2 = VirtqDesc(d2_reg)
         d2_ind = (d2.flags[2] & ~d2.flags[0] & self.indirect_desc &
                   (d2.len[:4] == 0) & (d2.len != 0))
-        a_ready = fifo_a.r_rdy & filled.bit_select(a_out.hslot, 1)
+        a_ready = fifo_a.r_rdy & first.bit_select(a_out.hslot, 1)
         p2_read = Signal()          # p2_rp.data is the descriptor of the job at the head
         p2_look = Signal()          # d2_reg is
+        sn_lo = Signal()            # d2_reg's low half was taken from the bus
+        sn_hit = (fifo_a.r_rdy & ~p2_look & ret.valid & (rtag.dest == _D_DESC) &
+                  (rtag.sub[:_SLOT_BITS] == a_out.hslot))
+        sn_done = sn_hit & (rbeat == 1) & sn_lo
         m.d.sync += [p2_read.eq(a_ready & ~p2_read & ~p2_look),
-                     p2_look.eq((p2_read | p2_look) & ~fifo_a.r_en)]
+                     p2_look.eq((p2_read | p2_look | sn_done) & ~fifo_a.r_en)]
         with m.If(p2_read):
             m.d.sync += d2_reg.eq(p2_rp.data)
+        with m.If(sn_hit & (rbeat == 0)):
+            m.d.sync += [d2_reg[:64].eq(ret.payload.data), sn_lo.eq(1)]
+        with m.If(sn_done):
+            m.d.sync += [d2_reg[64:].eq(ret.payload.data), sn_lo.eq(0)]
         job_b = _JobB(fifo_b.w_data)
         tn = Signal(3)
         m.d.comb += [
@@ -866,8 +973,8 @@ class VirtqueueEngine(wiring.Component):
         m = unit("packer")
         m.submodules.pk_cmds = pk_fifo = SyncFIFOBuffered(width=_PkCmd.size,
                                                   depth=_PK_CMD_DEPTH)
-        m.submodules.req_fifo = req_fifo = SyncFIFOBuffered(width=data.Layout.cast(ReqBeat).size,
-                                                            depth=_REQ_FIFO_DEPTH)
+        m.submodules.req_fifo = req_fifo = _BypassFIFO(width=data.Layout.cast(ReqBeat).size,
+                                                       depth=_REQ_FIFO_DEPTH)
         credits = Signal(range(_REQ_FIFO_DEPTH + 1), init=_REQ_FIFO_DEPTH)
         cred_take = Signal(range(_REQ_FIFO_DEPTH + 1))
         cred_release = Signal(8)
@@ -963,6 +1070,8 @@ class VirtqueueEngine(wiring.Component):
         w_seg = [Signal(_Seg, name=f"w_seg{i}") for i in range(2)]
         w_res_valid = Signal()
         w_res = Signal(_Resume)
+        w_hslot = Signal(_H_BITS)
+        w_miss_used = Signal()          # a read into the walker's slot has been issued
 
         # LOOK finds the descriptor in a slot, LATCH takes it from the slot memory into a
         # register, EXEC processes it; from EXEC the next descriptor of the same slot goes
@@ -979,7 +1088,10 @@ class VirtqueueEngine(wiring.Component):
         w_hit = w_blk_valid & (w_off < w_blk_n)
         w_next_hit = w_noff < w_blk_n
         fsm_latch = Signal()
-        w_avail = w_hit & filled.bit_select(w_blk_slot, 1)
+        # the descriptor at w_off is in the slot memory (the first one may be before the
+        # rest of the slot's read)
+        w_avail = w_hit & Mux(w_off[:2] == 0, first, filled).bit_select(w_blk_slot, 1)
+        w_next_avail = w_next_hit & filled.bit_select(w_blk_slot, 1)
         count_next = w_count + 1
         f_next, f_write, f_ind = d.flags[0], d.flags[1], d.flags[2]
         # Decided in LATCH, from the descriptor as it leaves the slot memory (w_count,
@@ -1024,20 +1136,22 @@ class VirtqueueEngine(wiring.Component):
                     error()
                 with m.Else():
                     m.d.sync += [w_idx.eq(d.next), w_count.eq(count_next)]
-                    with m.If(w_next_hit):
+                    with m.If(w_next_avail):
                         m.next = "LATCH"
                     with m.Else():
                         m.next = "LOOK"
             with m.Else():
                 m.next = "END"
 
-        with m.FSM(name="walker"):
+        with m.FSM(name="walker") as fsm:
+            self._fsms["walker"] = fsm
             with m.State("IDLE"):
                 with m.If(fifo_b.r_rdy):
                     q = b_job.a.q
                     m.d.comb += fifo_b.r_en.eq(1)
                     m.d.sync += [
                         w_q.eq(q), w_head.eq(b_job.a.head), w_has_t.eq(b_job.has_t),
+                        w_hslot.eq(b_job.a.hslot),
                         w_tslot.eq(b_job.tslot), w_tn.eq(b_job.tn),
                         w_tbl_ind.eq(0), w_tbl_base.eq(Mux(q, qc[1].desc, qc[0].desc)),
                         w_tbl_size.eq(Mux(q, num[1], num[0])),
@@ -1047,7 +1161,14 @@ class VirtqueueEngine(wiring.Component):
                         w_rbytes.eq(0), w_reserve.eq(0), w_wtotal.eq(0), w_nseg.eq(0),
                         w_res_valid.eq(0),
                     ]
-                    m.next = "LOOK"
+                    # The head descriptor is first in its slot, and P2 has seen it there:
+                    # read it now (no LOOK).
+                    m.d.comb += w_rp.addr.eq(Cat(Const(0, 2), b_job.a.hslot,
+                                                 Const(0, _SLOT_BITS - _H_BITS)))
+                    with m.If(first.bit_select(b_job.a.hslot, 1)):
+                        m.next = "LATCH"
+                    with m.Else():
+                        m.next = "LOOK"
             with m.State("LOOK"):
                 m.d.comb += w_rp.addr.eq(Cat(w_off[:2], w_blk_slot))
                 with m.If(~w_hit):
@@ -1115,15 +1236,24 @@ class VirtqueueEngine(wiring.Component):
             with m.State("MISS"):
                 nleft = w_tbl_size - w_idx
                 nread = Mux(nleft > _SLOT_DESCS, _SLOT_DESCS, nleft)
-                m.d.comb += r_w.valid.eq(1)
+                # (not before the slot's last read has completed: the walker may have left
+                # it after its first descriptor)
+                m.d.comb += r_w.valid.eq(~w_miss_used | filled[_SLOT_MISS])
                 rd(r_w, w_tbl_base + (w_idx << 4), nread << 4, _D_DESC, _SLOT_MISS)
                 with m.If(r_w.grant):
                     m.d.comb += clr_w.eq(1 << _SLOT_MISS)
+                    m.d.sync += w_miss_used.eq(1)
                     m.d.sync += [w_blk_valid.eq(1), w_blk_slot.eq(_SLOT_MISS),
                                  w_blk_base.eq(w_idx), w_blk_n.eq(nread)]
                     m.next = "LOOK"
             with m.State("END"):
-                with m.If(w_q):
+                # The job's slots are freed once their reads have completed (the walker
+                # may have used a slot's first descriptor before the rest arrived).
+                slots_done = (filled.bit_select(w_hslot, 1) &
+                              (~w_has_t | filled.bit_select(_HEAD_SLOTS + w_tslot, 1)))
+                with m.If(~slots_done):
+                    pass
+                with m.Elif(w_q):
                     with m.If(w_wtotal < _EQ_REPORT):
                         error()
                     with m.Elif(eq_rec_fifo.w_rdy):
@@ -1158,9 +1288,15 @@ class VirtqueueEngine(wiring.Component):
         b_m_count = Signal(17)
         used_shadow = [Signal(16, name=f"used_shadow{q}", init=ib) for q in range(2)]
         used_done = [Signal(16, name=f"used_done{q}", init=ib) for q in range(2)]
+        # pub_due[q]: a used element of queue q has completed since the publisher last
+        # took used_done[q] (a flip-flop, so that the publisher's request is one).
+        pub_due = Signal(2)
+        pub_take = Signal(2)
         for q in range(2):
             with m.If(wret_kind[_K_USED] & (wtag.q == q)):
-                m.d.sync += used_done[q].eq(wtag.value)
+                m.d.sync += [used_done[q].eq(wtag.value), pub_due[q].eq(1)]
+            with m.Elif(pub_take[q]):
+                m.d.sync += pub_due[q].eq(0)
 
         rec_out = _Record(rec_fifo.r_data)
         b_left = Signal(4)
@@ -1185,7 +1321,8 @@ class VirtqueueEngine(wiring.Component):
                                          b_seg_rem.eq(segs[i].len)]
                 m.d.sync += [b_seg_valid.eq(1), b_seg_next.eq(b_seg_next + 1)]
 
-        with m.FSM(name="backend"):
+        with m.FSM(name="backend") as fsm:
+            self._fsms["backend"] = fsm
             with m.State("IDLE"):
                 # Eventq records first: they wait for nothing, and the two queues' used
                 # rings are independent.
@@ -1302,21 +1439,27 @@ class VirtqueueEngine(wiring.Component):
 
         # --- idx publisher and used-buffer notifications ---------------------------------------
         m = unit("publish")
-        used_pub = [Signal(16, name=f"used_pub{q}", init=ib) for q in range(2)]
         irq_old = [Signal(16, name=f"irq_old{q}", init=ib) for q in range(2)]
         p_q = Signal()
         p_new = Signal(16)
         irq = Signal()
         m.d.sync += irq.eq(0)
         m.d.comb += self.irq_used.eq(irq)
-        with m.FSM(name="publish"):
+        with m.FSM(name="publish") as fsm:
+            self._fsms["publish"] = fsm
             with m.State("IDLE"):
-                with m.If(used_done[0] != used_pub[0]):
-                    m.d.sync += [p_q.eq(0), p_new.eq(used_done[0])]
-                    m.next = "WRITE"
-                with m.Elif(used_done[1] != used_pub[1]):
-                    m.d.sync += [p_q.eq(1), p_new.eq(used_done[1])]
-                    m.next = "WRITE"
+                # The write is requested from here (WRITE only if it is not taken at once).
+                i_q = ~pub_due[0]
+                i_new = Mux(pub_due[0], used_done[0], used_done[1])
+                with m.If(pub_due.any()):
+                    m.d.comb += [w_pub.valid.eq(1), pub_take.eq(Mux(i_q, 0b10, 0b01))]
+                    wr(w_pub, Mux(i_q, qc[1].device, qc[0].device) + 2, 2, i_new, _K_IDX,
+                       i_q)
+                    m.d.sync += [p_q.eq(i_q), p_new.eq(i_new)]
+                    with m.If(w_pub.grant):
+                        m.next = "WRITE_WAIT"
+                    with m.Else():
+                        m.next = "WRITE"
             with m.State("WRITE"):
                 m.d.comb += w_pub.valid.eq(1)
                 wr(w_pub, Mux(p_q, qc[1].device, qc[0].device) + 2, 2, p_new, _K_IDX, p_q)
@@ -1324,9 +1467,6 @@ class VirtqueueEngine(wiring.Component):
                     m.next = "WRITE_WAIT"
             with m.State("WRITE_WAIT"):
                 with m.If(wret_kind[_K_IDX]):
-                    for q in range(2):
-                        with m.If(p_q == q):
-                            m.d.sync += used_pub[q].eq(p_new)
                     m.next = "READ"
             with m.State("READ"):
                 drv = Mux(p_q, qc[1].driver, qc[0].driver)
