@@ -63,6 +63,17 @@ class MMIO:
     FAULT_DROPS         = 0x200
 
 
+def _one_hot_tree(bits):
+    """``(any, many)`` of a list of 1-bit values: whether at least one, and whether more
+    than one, is set; a balanced tree (log depth, no carry chain)."""
+    if len(bits) == 1:
+        return bits[0], Const(0)
+    half = len(bits) // 2
+    a_any, a_many = _one_hot_tree(bits[:half])
+    b_any, b_many = _one_hot_tree(bits[half:])
+    return a_any | b_any, a_many | b_many | (a_any & b_any)
+
+
 def _merge(old, wdata, wstrb):
     """``old`` with the byte lanes enabled in ``wstrb`` replaced by those of ``wdata``."""
     return Cat(*(Mux(wstrb[i], wdata[8 * i:8 * i + 8], old[8 * i:8 * i + 8])
@@ -405,8 +416,13 @@ class VirtioMMIORegisters(wiring.Component):
             num_old.eq(Mux(queue_sel == 1, q_num[1], q_num[0])),
             num_new.eq(merged(num_old)),
         ]
-        num_ok = ((num_new != 0) & ((num_new & (num_new - 1)) == 0) &
-                  (num_new <= self.queue_num_max))
+        # A power of two no larger than QueueNumMax (itself a power of two): exactly one
+        # bit set, none above QueueNumMax's. Written without carry chains (no subtract,
+        # no magnitude compare): this check sits between QueueSel and the QueueNum
+        # registers' enables, which it limited to 76.5 MHz in the complete device.
+        top = self.queue_num_max.bit_length()           # bits 0..top-1 may be set
+        any_set, many_set = _one_hot_tree([num_new[i] for i in range(top)])
+        num_ok = any_set & ~many_set & (num_new[top:] == 0)
 
         for q in range(nq):
             idle = q_is[q] & ~q_ready[q]

@@ -637,6 +637,24 @@ def test_queue_num_validation():
     run(body)
 
 
+@pytest.mark.parametrize("qmax", [1, 2, 64, 32768])
+def test_queue_num_rule_every_bit_pattern(qmax):
+    """QueueNum takes exactly the powers of two up to QueueNumMax: every single-bit and
+    every two-bit value of the 32-bit register, plus 0 and all-ones, against the rule
+    written the obvious way."""
+    values = [0, M32] + [1 << i for i in range(32)] + \
+        [(1 << i) | (1 << j) for i in range(0, 32, 3) for j in range(i + 1, 32, 2)]
+
+    async def body(b):
+        cur = qmax
+        for v in values:
+            await b.write(MMIO.QUEUE_NUM, v)
+            if v and not v & (v - 1) and v <= qmax:
+                cur = v
+            assert await b.read(MMIO.QUEUE_NUM) == cur, hex(v)
+    run(body, queue_num_max=qmax)
+
+
 def test_queue_ready_gating():
     async def body(b):
         await b.setup_queue(0, 32, 0x1000, 0x2000, 0x3000)
