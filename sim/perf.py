@@ -161,13 +161,9 @@ def measure_engine(*, read_latency=1, indirect=False, batch=128, params=None):
     async def tb(ctx):
         b = VQBench(dut, ctx, rq_num=256, indirect=indirect, read_latency=read_latency,
                     write_latency=1)
-        b.configure()
-        await b.tick(2)
+        await b.start_attached()
         vq = b.rq
         elems = (vq.device + 4, vq.device + 4 + 8 * vq.num)
-        chains = [b.submit(attach(1, 0))]
-        b.notify(0)
-        await b.complete(chains)
         # a lone MAP: doorbell -> used idx published
         await b.tick(50)
         chains = [b.submit(map_(1, 0, g - 1, 0x800000))]

@@ -179,6 +179,16 @@ class VQBench:
         return self.rq.add(parts, wsplit, indirect=self.indirect if indirect is None
                            else indirect, scatter=scatter, publish=publish, tag=expect)
 
+    async def start_attached(self, domain=1, endpoint=0):
+        """Configure both queues, then ATTACH ``endpoint`` to ``domain`` through the
+        requestq and wait for its (checked) answer: the usual start of a MAP benchmark."""
+        from viommu.sim.model import attach
+        self.configure()
+        await self.tick(2)
+        chains = [self.submit(attach(domain, endpoint))]
+        self.notify(0)
+        await self.complete(chains)
+
     async def complete(self, chains, timeout=50000):
         """Wait until every chain is used; check each answer against the model."""
         pending = {id(c) for c in chains}

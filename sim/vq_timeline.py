@@ -11,7 +11,7 @@ finding the cycles where nothing useful happens between the dependent reads.
 import argparse
 
 from viommu.rtl.params import CoreParams
-from viommu.sim.model import attach, map_
+from viommu.sim.model import map_
 from viommu.sim.vq_bench import EngineWithCore, VQBench, run_bench
 
 
@@ -28,12 +28,8 @@ def timeline(*, read_latency=1, indirect=False, out=print):
     async def tb(ctx):
         b = VQBench(dut, ctx, rq_num=256, indirect=indirect, read_latency=read_latency,
                     write_latency=1)
-        b.configure()
-        await b.tick(2)
+        await b.start_attached()
         eng = dut.engine
-        b.submit(attach(1, 0))
-        b.notify(0)
-        await b.run_until(lambda: bool(b.rq.collect()), 5000, "the ATTACH")
         await b.tick(50)
         b.submit(map_(1, 0, params.granule - 1, 0x800000))
         b.notify(0)

@@ -893,6 +893,19 @@ def test_map_batch_cycles(latency, indirect):
     assert r["lone"] == reads * latency + (32 if indirect else 30)
 
 
+@pytest.mark.parametrize("indirect", [False, True])
+def test_timeline_agrees_with_the_bench(indirect):
+    """``python -m viommu.sim.vq_timeline`` traces the same lone MAP the bench measures:
+    it ends on the used idx write at the bench's cycle, after the dependent reads."""
+    from viommu.sim.vq_timeline import timeline
+    lines = []
+    t = timeline(read_latency=1, indirect=indirect, out=lines.append)
+    assert t == (5 + 32 if indirect else 4 + 30)
+    text = "\n".join(lines)
+    assert text.count("RD_CMD") >= (5 if indirect else 4)
+    assert "WR_RESP" in text
+
+
 # --- randomized ----------------------------------------------------------------------------
 
 def _random_request(rng, params):
