@@ -49,10 +49,11 @@ wait on a stage that itself waits for a later return (no deadlock).
   a slot (else it reads up to 4 descriptors from the current table into its own slot and
   waits). A slot's first descriptor is used as soon as it has arrived (``first``), the
   others once the whole slot read has (``filled``); a job's slots are released, and the
-  walker's own slot read again, only once their reads have completed. It checks every rule listed under *Bad input*, issues a read for each readable
-  descriptor's bytes (the first ``READ_CAP`` = 128 readable bytes of the request; the
-  core never looks past byte 72, and counts up to 255, so a request is short for the core
-  exactly when its readable part is) and queues a packer command for it; it records the
+  walker's own slot read again, only once their reads have completed. It checks every
+  rule listed under *Bad input*, issues a read for each readable descriptor's bytes (the
+  first ``READ_CAP`` = 128 readable bytes of the request; the core never looks past byte
+  72, and counts up to 255, so a request is short for the core exactly when its readable
+  part is) and queues a packer command for it; it records the
   first two non-empty writable descriptors of the chain (``addr``, ``len``) and, if there
   are more, where the walk must resume (table, index); at the chain's end it queues the
   packer's end command (with ``wlen``, the total writable length saturated at 0xffff) and
@@ -176,9 +177,10 @@ per descriptor plus 2, the back end 1 cycle per written piece plus 3, the packer
 per payload beat plus 1.
 
 A lone request (doorbell to the write of the used idx that publishes it; same bench and
-memory model, asserted exactly by ``tests/test_virtqueue.py::test_map_batch_cycles``) takes 4 × L + 30 cycles for read latency L with a 2-descriptor chain (4
-dependent reads: avail idx, ring entry, descriptors, request bytes) and 5 × L + 32 with
-an indirect table (a fifth); the issue's target was 4 dependent round trips + 32.
+memory model, asserted exactly by ``tests/test_virtqueue.py::test_map_batch_cycles``)
+takes 4 × L + 30 cycles for read latency L with a 2-descriptor chain (4 dependent reads:
+avail idx, ring entry, descriptors, request bytes) and 5 × L + 32 with an indirect table
+(a fifth); the issue's target was 4 dependent round trips + 32.
 ``python -m viommu.sim.vq_timeline`` prints where each cycle goes (README, "Virtqueue
 engine and the whole device"). The used element's write response is still awaited before
 the used idx is written.
