@@ -580,7 +580,9 @@ class VirtqueueEngine(wiring.Component):
             return mod
 
         m = unit("ctl")
-        self._fsms = {}             # for tests and debugging
+        #: the engine's state machines by name ("ring", "eventq", "walker", "backend",
+        #: "publish"), for traces (see :mod:`viommu.sim.vq_timeline`)
+        self.fsms = {}
         top.d.comb += [port.clear.eq(self.clear), self.dma_busy.eq(~port.idle)]
         self._port = port
 
@@ -793,7 +795,7 @@ class VirtqueueEngine(wiring.Component):
                              rr_addr.eq(rr_rd_addr)]
 
         with m.FSM(name="ring") as fsm:
-            self._fsms["ring"] = fsm
+            self.fsms["ring"] = fsm
             with m.State("RUN"):
                 with m.If(rr_valid):
                     m.d.comb += r_rq.valid.eq(r_cred != 0)
@@ -849,7 +851,7 @@ class VirtqueueEngine(wiring.Component):
         with m.Elif(e_pending_clr):
             m.d.sync += e_pending.eq(0)
         with m.FSM(name="eventq") as fsm:
-            self._fsms["eventq"] = fsm
+            self.fsms["eventq"] = fsm
             with m.State("IDLE"):
                 with m.If(live[1] & (e_inflight < ffifo.level)):
                     with m.If(e_avail != e_last):
@@ -1146,7 +1148,7 @@ class VirtqueueEngine(wiring.Component):
                 m.next = "END"
 
         with m.FSM(name="walker") as fsm:
-            self._fsms["walker"] = fsm
+            self.fsms["walker"] = fsm
             with m.State("IDLE"):
                 with m.If(fifo_b.r_rdy):
                     q = b_job.a.q
@@ -1254,7 +1256,7 @@ class VirtqueueEngine(wiring.Component):
                 slots_done = (filled.bit_select(w_hslot, 1) &
                               (~w_has_t | filled.bit_select(_HEAD_SLOTS + w_tslot, 1)))
                 with m.If(~slots_done):
-                    pass
+                    pass                                    # wait
                 with m.Elif(w_q):
                     with m.If(w_wtotal < _EQ_REPORT):
                         error()
@@ -1324,7 +1326,7 @@ class VirtqueueEngine(wiring.Component):
                 m.d.sync += [b_seg_valid.eq(1), b_seg_next.eq(b_seg_next + 1)]
 
         with m.FSM(name="backend") as fsm:
-            self._fsms["backend"] = fsm
+            self.fsms["backend"] = fsm
             with m.State("IDLE"):
                 # Eventq records first: they wait for nothing, and the two queues' used
                 # rings are independent.
@@ -1447,26 +1449,27 @@ class VirtqueueEngine(wiring.Component):
         irq = Signal()
         m.d.sync += irq.eq(0)
         m.d.comb += self.irq_used.eq(irq)
+
+        def write_used_idx(q, new):
+            """Request the write of queue ``q``'s used idx = ``new``; WRITE_WAIT once taken."""
+            m.d.comb += w_pub.valid.eq(1)
+            wr(w_pub, Mux(q, qc[1].device, qc[0].device) + 2, 2, new, _K_IDX, q)
+            with m.If(w_pub.grant):
+                m.next = "WRITE_WAIT"
+
         with m.FSM(name="publish") as fsm:
-            self._fsms["publish"] = fsm
+            self.fsms["publish"] = fsm
             with m.State("IDLE"):
                 # The write is requested from here (WRITE only if it is not taken at once).
                 i_q = ~pub_due[0]
                 i_new = Mux(pub_due[0], used_done[0], used_done[1])
                 with m.If(pub_due.any()):
-                    m.d.comb += [w_pub.valid.eq(1), pub_take.eq(Mux(i_q, 0b10, 0b01))]
-                    wr(w_pub, Mux(i_q, qc[1].device, qc[0].device) + 2, 2, i_new, _K_IDX,
-                       i_q)
+                    m.d.comb += pub_take.eq(Mux(i_q, 0b10, 0b01))
                     m.d.sync += [p_q.eq(i_q), p_new.eq(i_new)]
-                    with m.If(w_pub.grant):
-                        m.next = "WRITE_WAIT"
-                    with m.Else():
-                        m.next = "WRITE"
+                    m.next = "WRITE"
+                    write_used_idx(i_q, i_new)
             with m.State("WRITE"):
-                m.d.comb += w_pub.valid.eq(1)
-                wr(w_pub, Mux(p_q, qc[1].device, qc[0].device) + 2, 2, p_new, _K_IDX, p_q)
-                with m.If(w_pub.grant):
-                    m.next = "WRITE_WAIT"
+                write_used_idx(p_q, p_new)
             with m.State("WRITE_WAIT"):
                 with m.If(wret_kind[_K_IDX]):
                     m.next = "READ"

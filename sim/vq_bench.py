@@ -87,6 +87,9 @@ class VQBench:
         self.cycle = 0
         self.irqs = []                # cycles with irq_used
         self.needs_reset = []         # cycles with needs_reset
+        #: if set, called as ``observe(ctx)`` every cycle of :meth:`tick`, after the memory
+        #: model has driven its outputs and before the clock edge (handshakes are visible)
+        self.observe = None
         self._oneshot = []
 
     # --- setup -------------------------------------------------------------------------------
@@ -111,6 +114,8 @@ class VQBench:
         ctx, eng, mem = self.ctx, self.eng, self.mem
         for _ in range(n):
             mem.pre(ctx)
+            if self.observe is not None:
+                self.observe(ctx)
             if ctx.get(eng.irq_used):
                 self.irqs.append(self.cycle)
             if ctx.get(eng.needs_reset):

@@ -36,20 +36,20 @@ def timeline(*, read_latency=1, indirect=False, out=print):
         t0 = b.cycle + 1
         d = eng.dma
         idx_area = (b.rq.device + 2, b.rq.device + 4)
-        while True:
+
+        def observe(ctx):
             c = b.cycle - t0
-            b.mem.pre(ctx)
-            ev = [f"{n}={f.decoding[ctx.get(f._data['signal'])]}"
-                  for n, f in eng._fsms.items()]
+            ev = [f"{n}={f.decoding[ctx.get(f.state)]}" for n, f in eng.fsms.items()]
             if ctx.get(d.rd_cmd.valid) and ctx.get(d.rd_cmd.ready):
                 ev.append(f"RD_CMD {ctx.get(d.rd_cmd.payload.addr):#x}+"
                           f"{ctx.get(d.rd_cmd.payload.len)}")
             if ctx.get(d.rd_data.valid) and ctx.get(d.rd_data.ready):
                 ev.append(f"RD_DATA{' last' if ctx.get(d.rd_data.payload.last) else ''}")
-            wr_addr = None
             if ctx.get(d.wr_cmd.valid) and ctx.get(d.wr_cmd.ready):
                 wr_addr = ctx.get(d.wr_cmd.payload.addr)
                 ev.append(f"WR_CMD {wr_addr:#x}+{ctx.get(d.wr_cmd.payload.len)}")
+                if idx_area[0] <= wr_addr < idx_area[1] and c >= 0:
+                    result["idx"] = c
             if ctx.get(d.wr_data.valid) and ctx.get(d.wr_data.ready):
                 ev.append("WR_DATA")
             if ctx.get(d.wr_resp.valid) and ctx.get(d.wr_resp.ready):
@@ -61,16 +61,11 @@ def timeline(*, read_latency=1, indirect=False, out=print):
                 ev.append("RESP")
             if c >= 0:
                 out(f"{c:5d} " + " ".join(ev))
-            await ctx.tick()
-            b.mem.post()
-            b.cycle += 1
-            for sig in b._oneshot:
-                ctx.set(sig, 0)
-            b._oneshot = []
-            if wr_addr is not None and idx_area[0] <= wr_addr < idx_area[1] and c >= 0:
-                result["idx"] = c
-                break
-            assert c < 10000, "no used idx write"
+
+        b.observe = observe
+        while "idx" not in result:
+            await b.tick()
+            assert b.cycle - t0 < 10000, "no used idx write"
 
     run_bench(dut, tb)
     return result["idx"]

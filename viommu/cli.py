@@ -153,15 +153,14 @@ def _params_dict(params):
 
 # --- build ---------------------------------------------------------------------------------
 
-def _synth_core(params, *, freq, workdir, name="virtio_iommu_core", seed=1, inner=None):
-    """Place and route the core (or ``inner``, another component: the complete device)
-    inside :class:`~viommu.boards.harness.RegisteredPorts` (so that paths from its inputs
-    are timed); the harness's own flip-flops are taken out of the FF count."""
+def _synth_ooc(inner, *, freq, workdir, name, seed=1):
+    """Place and route the component ``inner`` (the core, or the complete device) out of
+    context inside :class:`~viommu.boards.harness.RegisteredPorts` (so that paths from its
+    inputs are timed); the harness's own flip-flops are taken out of the FF count."""
     from viommu.boards.synth import synthesize_ooc, SynthError
     from viommu.boards.harness import RegisteredPorts
-    from viommu.rtl.core import Core
     from viommu.rtl.util import component_ports
-    top = RegisteredPorts(Core(params=params) if inner is None else inner)
+    top = RegisteredPorts(inner)
     try:
         # abc9 (Yosys 0.70) crashes on the core, and nextpnr's router1 does not converge
         # in reasonable time on it: go straight to the classic mapper and router2.
@@ -224,14 +223,14 @@ def _build_target(parser, args, target, params, freq, workdir):
                                           package=target.package, freq_mhz=freq,
                                           workdir=workdir, seed=args.seed, log=_log)
             extra.update(harness_ffs=top.harness_ffs, core_ffs=report.ffs - top.harness_ffs)
-        elif target.kind == "device":
-            top = _mmio_top(parser, args, params)
-            report = _synth_core(params, freq=freq, workdir=workdir, seed=args.seed,
-                                 name="virtio_iommu_mmio", inner=top)
-            extra["transport"] = _transport_dict(top)
-            extra.update(harness_ffs=report.harness_ffs, core_ffs=_core_ffs(report))
-        else:
-            report = _synth_core(params, freq=freq, workdir=workdir, seed=args.seed)
+        else:                           # "core" / "device": out of context
+            if target.kind == "device":
+                inner, name = _mmio_top(parser, args, params), "virtio_iommu_mmio"
+                extra["transport"] = _transport_dict(inner)
+            else:
+                from viommu.rtl.core import Core
+                inner, name = Core(params=params), "virtio_iommu_core"
+            report = _synth_ooc(inner, freq=freq, workdir=workdir, seed=args.seed, name=name)
             extra.update(harness_ffs=report.harness_ffs, core_ffs=_core_ffs(report))
     except SynthError as e:
         raise CliError(str(e)) from None
@@ -335,8 +334,10 @@ def cmd_bench(parser, args):
     if not args.no_synth:
         for n in sizes:
             _log(f"[bench] synthesizing the core with {n} entries ...")
-            rep = _synth_core(with_entries(n), freq=args.freq,
-                              workdir=os.path.join(args.build_dir, f"bench-{n}"))
+            from viommu.rtl.core import Core
+            rep = _synth_ooc(Core(params=with_entries(n)), freq=args.freq,
+                             name="virtio_iommu_core",
+                             workdir=os.path.join(args.build_dir, f"bench-{n}"))
             c = f"entries={n},{DEFAULT_PART['device']}-{DEFAULT_PART['speed']}"
             record("synth", "luts", rep.luts, "LUT4", c)
             record("synth", "ffs", _core_ffs(rep), "FF", c)
