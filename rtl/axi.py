@@ -16,6 +16,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .dma import DMASignature, dma_cmd_layout, DMA_MAX_LEN
+from .skid import SkidBuffer
 
 
 __all__ = ["AXI4LiteSignature", "AXI4Signature", "flat_ports", "AXI4DMAMaster",
@@ -412,9 +413,11 @@ class AXI4DMAMaster(wiring.Component):
     the command's last B response is accepted.
 
     Combinational paths from inputs to outputs: ``dma.rd_data.ready -> rready``,
-    ``dma.wr_resp.ready -> bready``, ``wready -> dma.wr_data.ready``, ``arready ->
-    dma.rd_cmd.ready`` and ``awready -> dma.wr_cmd.ready`` (a few gates each). Every other
-    output is a function of flip-flops only: valid and payload of AR/AW/W and of
+    ``dma.wr_resp.ready -> bready`` and ``wready -> dma.wr_data.ready`` (a few gates
+    each). ``dma.rd_cmd.ready`` and ``dma.wr_cmd.ready`` come from a
+    :class:`~.skid.SkidBuffer` in front of each burst splitter (a flip-flop: the splitter's
+    acceptance, a boundary compare and AR/AW ready, stays inside the adapter), which adds
+    no cycle to a command. Every other output is a function of flip-flops only: valid and payload of AR/AW/W and of
     ``rd_data``/``wr_resp`` (AR/AW payloads through the burst-length arithmetic, data
     through the byte shifter before its register).
 
@@ -467,7 +470,11 @@ class AXI4DMAMaster(wiring.Component):
 
         m.submodules.rd_split = split = _BurstSplitter(
             width=W, addr_width=self.addr_width, max_burst=self.max_burst)
-        wiring.connect(m, wiring.flipped(dma.rd_cmd), split.cmd)
+        # The splitter takes a command when its last burst goes out (a boundary compare
+        # and arready); the skid buffer keeps that out of the engine's ``ready``.
+        m.submodules.rd_skid = skid = SkidBuffer(dma_cmd_layout(self.addr_width))
+        wiring.connect(m, wiring.flipped(dma.rd_cmd), skid.i)
+        wiring.connect(m, skid.o, split.cmd)
 
         # Per-burst descriptors for the R side, written when AR is transferred.
         rdesc_layout = data.StructLayout({
@@ -582,7 +589,11 @@ class AXI4DMAMaster(wiring.Component):
 
         m.submodules.wr_split = split = _BurstSplitter(
             width=W, addr_width=self.addr_width, max_burst=self.max_burst)
-        wiring.connect(m, wiring.flipped(dma.wr_cmd), split.cmd)
+        # The splitter takes a command when its last burst goes out (a boundary compare
+        # and awready); the skid buffer keeps that out of the engine's ``ready``.
+        m.submodules.wr_skid = skid = SkidBuffer(dma_cmd_layout(self.addr_width))
+        wiring.connect(m, wiring.flipped(dma.wr_cmd), skid.i)
+        wiring.connect(m, skid.o, split.cmd)
         burst = split.burst
 
         # W descriptors, one per burst, written independently of AW.
