@@ -1305,9 +1305,13 @@ class VirtqueueEngine(wiring.Component):
         rec_out = _Record(rec_fifo.r_data)
         b_left = Signal(4)
         b_wn = Signal(4)
+        # min(b_seg_rem, b_left) with b_left <= 8: a 4-bit compare behind a zero test of
+        # the upper bits, not a 32-bit compare in front of the 64-bit address add.
+        b_rem_small = Signal()
         m.d.comb += [
             b_left.eq(b_n - b_off),
-            b_wn.eq(Mux(b_seg_rem < b_left, b_seg_rem, b_left)),
+            b_rem_small.eq((b_seg_rem[4:] == 0) & (b_seg_rem[:4] < b_left)),
+            b_wn.eq(Mux(b_rem_small, b_seg_rem[:4], b_left)),
         ]
         be_rp = slots.read_port(domain="sync")
         m.d.comb += be_rp.addr.eq(_SLOT_BE * _SLOT_DESCS)
