@@ -87,7 +87,7 @@ from typing import Dict, List, Optional
 
 
 __all__ = ["SynthError", "SynthReport", "CriticalPath", "synthesize_ooc", "synthesize_ooc_ice40",
-           "NEXTPNR_ECP5_ARGS", "NEXTPNR_TMG_RIPUP"]
+           "NEXTPNR_ECP5_ARGS"]
 
 
 #: Seconds between "still running" messages of a long tool step.
@@ -96,11 +96,10 @@ HEARTBEAT_S = 60.0
 #: nextpnr-ecp5 options of every ECP5 place and route the project runs: router1 does not
 #: converge in reasonable time on the 64-entry CAM.
 NEXTPNR_ECP5_ARGS = ("--router", "router2")
-#: Added for the core alone: timing-driven rip-up in the router took the 64-entry core from
-#: 86.4 to 99.8 MHz on the same netlist and seed (2026-11-25). Not used where timing cannot
-#: be met: nextpnr 0.11 then keeps ripping up failing arcs for hundreds of iterations (the
-#: complete device was still at it after 245 iterations and 25 minutes, with no gain).
-NEXTPNR_TMG_RIPUP = ("--tmg-ripup",)
+#: Not used: ``--tmg-ripup`` (timing-driven rip-up in the router). It took the 64-entry core
+#: from 86.4 to 99.8 MHz once (865dde7, seed 1), but on two later core netlists and on the
+#: complete device nextpnr 0.11 kept ripping up failing arcs for 100-250 iterations while
+#: congestion grew again, with no end in sight (2026-11-25).
 
 #: Yosys commands run right after ``read_verilog``: a flip-flop whose output wire carries
 #: ``keep`` (an Amaranth ``Signal(attrs={"keep": 1})``) gets ``keep`` itself. Amaranth puts

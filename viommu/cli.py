@@ -153,14 +153,11 @@ def _params_dict(params):
 
 # --- build ---------------------------------------------------------------------------------
 
-def _synth_ooc(inner, *, freq, workdir, name, seed=1, tmg_ripup=False):
+def _synth_ooc(inner, *, freq, workdir, name, seed=1):
     """Place and route the component ``inner`` (the core, or the complete device) out of
     context inside :class:`~viommu.boards.harness.RegisteredPorts` (so that paths from its
-    inputs are timed); the harness's own flip-flops are taken out of the FF count.
-    ``tmg_ripup``: let the router rip up arcs that fail timing (the core alone, see
-    :data:`~viommu.boards.synth.NEXTPNR_TMG_RIPUP`)."""
-    from viommu.boards.synth import (synthesize_ooc, SynthError, NEXTPNR_ECP5_ARGS,
-                                     NEXTPNR_TMG_RIPUP)
+    inputs are timed); the harness's own flip-flops are taken out of the FF count."""
+    from viommu.boards.synth import synthesize_ooc, SynthError, NEXTPNR_ECP5_ARGS
     from viommu.boards.harness import RegisteredPorts
     from viommu.rtl.util import component_ports
     top = RegisteredPorts(inner)
@@ -168,8 +165,7 @@ def _synth_ooc(inner, *, freq, workdir, name, seed=1, tmg_ripup=False):
         # abc9 (Yosys 0.70) crashes on the core: go straight to the classic mapper.
         report = synthesize_ooc(top, name=name, ports=component_ports(top),
                                 freq_mhz=freq, workdir=workdir, log=_log, mapper="abc",
-                                seed=seed, **DEFAULT_PART, nextpnr_args=(
-                                    *NEXTPNR_ECP5_ARGS, *(NEXTPNR_TMG_RIPUP if tmg_ripup else ())))
+                                seed=seed, nextpnr_args=NEXTPNR_ECP5_ARGS, **DEFAULT_PART)
     except SynthError as e:
         raise CliError(str(e)) from None
     report.harness_ffs = top.harness_ffs
@@ -232,8 +228,7 @@ def _build_target(parser, args, target, params, freq, workdir):
             else:
                 from viommu.rtl.core import Core
                 inner, name = Core(params=params), "virtio_iommu_core"
-            report = _synth_ooc(inner, freq=freq, workdir=workdir, seed=args.seed, name=name,
-                                tmg_ripup=target.kind == "core")
+            report = _synth_ooc(inner, freq=freq, workdir=workdir, seed=args.seed, name=name)
             extra.update(harness_ffs=report.harness_ffs, core_ffs=_core_ffs(report))
     except SynthError as e:
         raise CliError(str(e)) from None
@@ -339,7 +334,7 @@ def cmd_bench(parser, args):
             _log(f"[bench] synthesizing the core with {n} entries ...")
             from viommu.rtl.core import Core
             rep = _synth_ooc(Core(params=with_entries(n)), freq=args.freq,
-                             name="virtio_iommu_core", tmg_ripup=n <= 64,
+                             name="virtio_iommu_core",
                              workdir=os.path.join(args.build_dir, f"bench-{n}"))
             c = f"entries={n},{DEFAULT_PART['device']}-{DEFAULT_PART['speed']}"
             record("synth", "luts", rep.luts, "LUT4", c)
