@@ -39,15 +39,12 @@ class LookupPort(wiring.Component):
 
     Pipeline:
 
-    * cycle t: the request is registered: its page number once per 2 entries (so that a
-      copy drives only the two comparators next to it; the wide fan-out is the input's, to
-      the copies, wire between flip-flops), the endpoint ID decoded against the configured
-      IDs (once more per bank of 8 entries), the reserved regions (MSI window, RESERVED)
-      checked.
-    * cycle t+1: the endpoint's state (attached, domain slot, bypass domain) is selected,
-      the domain slot once per bank from the bank's copy of the decode; every CAM entry
-      compares its page copy with its ``[start, end]`` and its domain slot with the
-      endpoint's (two carry chains and a small equality per entry).
+    * cycle t: the request is registered: its page number once per bank of 8 entries (so
+      that no net fans out to more than 16 comparators), the endpoint ID decoded against
+      the configured IDs, the reserved regions (MSI window, RESERVED) checked.
+    * cycle t+1: the endpoint's state (attached, domain slot, bypass domain) is selected;
+      every CAM entry compares its bank's page copy with its ``[start, end]`` and its
+      domain slot with the endpoint's (two carry chains and a small equality per entry).
       Entries of one domain never overlap, so at most one entry hits. Registered, per
       bank: whether an entry of the bank hit, and which (its index in the bank).
     * cycle t+2: the bank bits and indices are combined into the hit entry's index, which
@@ -57,8 +54,8 @@ class LookupPort(wiring.Component):
 
     The state inputs (:attr:`tags`, :attr:`payload_data`, :attr:`endpoints`,
     :attr:`unattached_bypass`) come
-    from the core's tables. The request inputs fan out to every page copy, so they should
-    be driven from flip-flops.
+    from the core's tables. The request inputs feed the comparators directly, so they
+    should be driven from flip-flops.
     """
 
     def __init__(self, params):
@@ -83,7 +80,8 @@ class LookupPort(wiring.Component):
         n, n_eps, shift = p.entries, p.n_endpoints, p.page_shift
         req = self.req.payload
 
-        # --- stage 1: register the request, copies of its page number ------------------
+        # --- stage 1: register the request, one copy of its page number per bank ------
+        BANK = 8
         ep_hit_in = Cat(req.endpoint == ep_id for ep_id in p.endpoint_ids)
         regions, region_hit = region_checks(p, req.iova)
         msi_by_ep, resv_by_ep = [], []
@@ -106,33 +104,20 @@ class LookupPort(wiring.Component):
             s0.iova.eq(req.iova),
             s0.write.eq(req.write),
         ]
-        # One copy of the page number per COPY entries: each copy drives COPY comparators
-        # next to it, and the long, fanned-out route is the one from the request input to
-        # the copies' D inputs (nothing but wire between two flip-flops).
-        COPY = 2
-        page_copies = []
-        for g in range((n + COPY - 1) // COPY):
-            copy = Signal(p.page_bits, name=f"page_copy{g}", reset_less=True,
+        pages = []
+        for b in range((n + BANK - 1) // BANK):
+            copy = Signal(p.page_bits, name=f"page_bank{b}", reset_less=True,
                           attrs={"keep": 1})
             m.d.sync += copy.eq(req.iova[shift:p.iova_bits])
-            page_copies.append(copy)
-        # And one copy of the endpoint decode per bank, for the bank's own domain-slot mux.
-        BANK = 8
-        n_banks = (n + BANK - 1) // BANK
-        ep_hit_banks = []
-        for b in range(n_banks):
-            copy = Signal(n_eps, name=f"ep_hit_bank{b}", reset_less=True, attrs={"keep": 1})
-            m.d.sync += copy.eq(ep_hit_in)
-            ep_hit_banks.append(copy)
+            pages.append(copy)
 
         # --- stage 2: decode the endpoint, compare every entry ---------------------------
-        def select(hits):
-            return self.endpoints[0].shape()(tree_or(
-                [Cat(hits[e].replicate(len(self.endpoints[e].as_value()))) &
-                 self.endpoints[e].as_value() for e in range(n_eps)],
-                len(self.endpoints[0].as_value())))
         ep_hit = s0.ep_hit
-        ep_state = select(ep_hit)
+        ep_state = self.endpoints[0].shape()(tree_or(
+            [Cat(ep_hit[e].replicate(len(self.endpoints[e].as_value()))) &
+             self.endpoints[e].as_value() for e in range(n_eps)],
+            len(self.endpoints[0].as_value())))
+        n_banks = len(pages)
         s1_bank_hit = Signal(n_banks)
         s1_bank_index = Signal(data.ArrayLayout(ceil_log2(BANK), n_banks))
         s1 = Signal(data.StructLayout({
@@ -151,13 +136,10 @@ class LookupPort(wiring.Component):
             s1.iova.eq(s0.iova),
             s1.write.eq(s0.write),
         ]
-        for b in range(n_banks):
-            dslot = select(ep_hit_banks[b]).dslot
-            hit = []
-            for i in range(b * BANK, min(n, (b + 1) * BANK)):
-                t, page = self.tags[i], page_copies[i // COPY]
-                hit.append(t.valid & (t.dslot == dslot) &
-                           uge(page, t.start) & uge(t.end, page))
+        for b, page in enumerate(pages):
+            tags = [self.tags[i] for i in range(b * BANK, min(n, (b + 1) * BANK))]
+            hit = [t.valid & (t.dslot == ep_state.dslot) & uge(page, t.start) & uge(t.end, page)
+                   for t in tags]
             m.d.sync += [s1_bank_hit[b].eq(tree_any(hit)),
                          s1_bank_index[b].eq(onehot_encode(Cat(hit), len(hit)))]
 
