@@ -96,10 +96,10 @@ HEARTBEAT_S = 60.0
 #: nextpnr-ecp5 options of every ECP5 place and route the project runs: router1 does not
 #: converge in reasonable time on the 64-entry CAM.
 NEXTPNR_ECP5_ARGS = ("--router", "router2")
-#: Not used: ``--tmg-ripup`` (timing-driven rip-up in the router). It took the 64-entry core
-#: from 86.4 to 99.8 MHz once (865dde7, seed 1), but on two later core netlists and on the
-#: complete device nextpnr 0.11 kept ripping up failing arcs for 100-250 iterations while
-#: congestion grew again, with no end in sight (2026-11-25).
+# Not used: ``--tmg-ripup`` (timing-driven rip-up in the router). It took the 64-entry core
+# from 86.4 to 99.8 MHz once (865dde7, seed 1), but on two later core netlists and on the
+# complete device nextpnr 0.11 kept ripping up failing arcs for 100-250 iterations while
+# congestion grew again, with no end in sight (2026-11-25).
 
 #: Yosys commands run right after ``read_verilog``: a flip-flop whose output wire carries
 #: ``keep`` (an Amaranth ``Signal(attrs={"keep": 1})``) gets ``keep`` itself. Amaranth puts

@@ -401,8 +401,9 @@ class AXI4DMAMaster(wiring.Component):
     is unaligned too (such a beat only fills the realigner), and otherwise loses a cycle.
     Back-to-back one-beat commands thus run at one per cycle whether aligned or not. A
     4096-byte command costs at most ``4096 / width + 1`` cycles of R or W traffic. AR/AW
-    requests go out one per cycle, and a new command is taken in the cycle its
-    predecessor's last AR/AW request is.
+    requests go out one per cycle, and the splitter takes a new command in the cycle its
+    predecessor's last AR/AW request goes out (the engine's command is taken earlier, into
+    the skid buffer, while the splitter is busy).
 
     Latency, with a slave that answers AR in the cycle it sees it and delivers the first R
     beat in the next cycle: a read command accepted in cycle t has ``arvalid`` in t+1, its
@@ -417,7 +418,8 @@ class AXI4DMAMaster(wiring.Component):
     each). ``dma.rd_cmd.ready`` and ``dma.wr_cmd.ready`` come from a
     :class:`~.skid.SkidBuffer` in front of each burst splitter (a flip-flop: the splitter's
     acceptance, a boundary compare and AR/AW ready, stays inside the adapter), which adds
-    no cycle to a command. Every other output is a function of flip-flops only: valid and payload of AR/AW/W and of
+    no cycle to a command. Every other output is a function of flip-flops only: valid and
+    payload of AR/AW/W and of
     ``rd_data``/``wr_resp`` (AR/AW payloads through the burst-length arithmetic, data
     through the byte shifter before its register).
 
@@ -460,6 +462,17 @@ class AXI4DMAMaster(wiring.Component):
         self._elaborate_write(m)
         return m
 
+    def _splitter(self, m, side, cmd):
+        """The burst splitter of ``side`` ("rd" or "wr"), fed from the engine's ``cmd``
+        stream through a skid buffer: the splitter takes a command when its last burst goes
+        out (a boundary compare and AR/AW ready), which stays out of ``cmd.ready``."""
+        m.submodules[f"{side}_skid"] = skid = SkidBuffer(dma_cmd_layout(self.addr_width))
+        m.submodules[f"{side}_split"] = split = _BurstSplitter(
+            width=self.width, addr_width=self.addr_width, max_burst=self.max_burst)
+        wiring.connect(m, wiring.flipped(cmd), skid.i)
+        wiring.connect(m, skid.o, split.cmd)
+        return split
+
     # --- reads ---------------------------------------------------------------------------
 
     def _elaborate_read(self, m):
@@ -468,13 +481,7 @@ class AXI4DMAMaster(wiring.Component):
         bus = self.bus
         dma = self.dma
 
-        m.submodules.rd_split = split = _BurstSplitter(
-            width=W, addr_width=self.addr_width, max_burst=self.max_burst)
-        # The splitter takes a command when its last burst goes out (a boundary compare
-        # and arready); the skid buffer keeps that out of the engine's ``ready``.
-        m.submodules.rd_skid = skid = SkidBuffer(dma_cmd_layout(self.addr_width))
-        wiring.connect(m, wiring.flipped(dma.rd_cmd), skid.i)
-        wiring.connect(m, skid.o, split.cmd)
+        split = self._splitter(m, "rd", dma.rd_cmd)
 
         # Per-burst descriptors for the R side, written when AR is transferred.
         rdesc_layout = data.StructLayout({
@@ -587,13 +594,7 @@ class AXI4DMAMaster(wiring.Component):
         bus = self.bus
         dma = self.dma
 
-        m.submodules.wr_split = split = _BurstSplitter(
-            width=W, addr_width=self.addr_width, max_burst=self.max_burst)
-        # The splitter takes a command when its last burst goes out (a boundary compare
-        # and awready); the skid buffer keeps that out of the engine's ``ready``.
-        m.submodules.wr_skid = skid = SkidBuffer(dma_cmd_layout(self.addr_width))
-        wiring.connect(m, wiring.flipped(dma.wr_cmd), skid.i)
-        wiring.connect(m, skid.o, split.cmd)
+        split = self._splitter(m, "wr", dma.wr_cmd)
         burst = split.burst
 
         # W descriptors, one per burst, written independently of AW.

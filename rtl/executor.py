@@ -133,8 +133,9 @@ class Executor(wiring.Component):
         d = Signal(data.StructLayout({
             "type_ok": 1, "t_probe": 1, "t_attach": 1, "t_detach": 1, "t_map": 1,
             "wlen_probe_short": 1, "wlen_tail_short": 1, "bypass_mismatch": 1,
-            "short": 1, "reserved_nz": 1, "flags_bad": 1, "dom_out": 1, "ep_known": 1, "ep_oh": n_eps, "dom_exists": 1, "dom_slot": dsb,
-            "dom_bypass": 1, "misaligned": 1, "reversed": 1, "iova_out": 1,
+            "short": 1, "reserved_nz": 1, "flags_bad": 1, "dom_out": 1, "ep_known": 1,
+            "ep_oh": n_eps, "dom_exists": 1, "dom_slot": dsb, "dom_bypass": 1,
+            "misaligned": 1, "reversed": 1, "iova_out": 1,
             "size": 64, "vs_m1": 64, "ve_p1": 65, "resv_ovl": n_eps,
             "offset": p.phys_page_bits,
         }))
@@ -275,7 +276,7 @@ class Executor(wiring.Component):
                     short = Mux(is_(t), count < size, short)
                 ep_field = Mux(is_(ReqType.PROBE), probe.endpoint, attach.endpoint)
                 dom_field = attach.domain       # offset 4 in ATTACH, DETACH, MAP and UNMAP
-                dom_hit = [dom_hit_r[s] for s in range(n_eps)]    # for dom_field
+                dom_hit = [dom_hit_r[s] for s in range(n_eps)]    # slots matching dom_field
                 vs = map_.virt_start    # MAP and UNMAP share these offsets
                 ve = map_.virt_end
                 # 32-bit masks: every undefined bit of the flags field must be caught.
