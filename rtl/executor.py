@@ -189,24 +189,20 @@ class Executor(wiring.Component):
             self.resp.payload.last.eq(remaining <= 8),
         ]
 
-        # The entry a MAP writes: registered from the request buffer every cycle (the
-        # buffer holds the MAP from DECODE to MAP_WRITE), so that only write_en depends on
-        # the MAP's decision (see the MAP and MAP_WRITE states), and so that the buffer's
-        # flip-flops, which also feed the request checks, do not drive every entry's tag
-        # inputs themselves: that fan-out, from one flip-flop to 64 entries across the
-        # part, was the complete device's critical path (13.9 of 15.2 ns routing).
+        # The entry a MAP writes, from the request buffer and the decode registers, which
+        # hold the MAP from CHECK to MAP_WRITE: the table takes it a cycle ahead of the
+        # write (in MAP) and registers it once per bank of entries, so that only write_en
+        # depends on the MAP's decision (see the MAP and MAP_WRITE states) and no
+        # flip-flop drives every entry's tag inputs (see ``MappingTable.write_entry``).
         free_slot = Signal(range(n))
         # The same slot one-hot, nonzero only in MAP_WRITE: it enables the slot's tag
         # flip-flops directly (no decoder of the index in front of every entry).
         write_sel = Signal(n)
         m.d.sync += write_sel.eq(0)
-        entry = Signal.like(self.table_write_entry, name="map_entry", reset_less=True)
+        entry = self.table_write_entry
         m.d.comb += [
             self.table_write_index.eq(free_slot),
             self.table_write_sel.eq(write_sel),
-            self.table_write_entry.eq(entry),
-        ]
-        m.d.sync += [
             entry.tag.valid.eq(1),
             entry.tag.dslot.eq(d.dom_slot),
             entry.tag.start.eq(map_.virt_start[shift:ib]),
@@ -227,6 +223,16 @@ class Executor(wiring.Component):
             """Another attached endpoint than the request's is in domain slot ``slot``."""
             return tree_any([~d.ep_oh[e] & eps[e].attached & (eps[e].dslot == slot)
                              for e in range(n_eps)])
+
+        # The request's endpoint's state, and whether it is the last endpoint in its
+        # domain, registered every cycle: APPLY (the only state that changes endpoints or
+        # domains) follows CHECK directly, so in APPLY both are exact. The domain kill they
+        # decide reaches every entry's valid flip-flop; from the endpoint state through
+        # this comparison and reduction, it was the 64-entry core's critical path (83.7 MHz
+        # in one run).
+        last_in_dom = Signal()
+        cur = Signal.like(ep_cur, name="cur_ep")      # the same for the endpoint's state
+        m.d.sync += [last_in_dom.eq(~others_in(ep_cur.dslot)), cur.eq(ep_cur)]
 
         def respond(st, length=REQ_TAIL_SIZE, props=0, then="RESP"):
             m.d.sync += [status.eq(st), resp_len.eq(length), resp_props.eq(props),
@@ -450,8 +456,8 @@ class Executor(wiring.Component):
                 # The entry is written at the end of this cycle, and the OK status is
                 # offered in it already: a lookup presented in this cycle is decided
                 # against the state after the write (see the ordering contract in
-                # :mod:`.core`). (The MAP's entry comes from ``buf``, which is cleared at
-                # the same edge if the status is taken now.)
+                # :mod:`.core`). (The table registered the MAP's entry at the end of
+                # MAP, so ``buf`` may be cleared at this edge if the status is taken now.)
                 m.d.comb += self.table_write_en.eq(1)
                 m.next = "RESP"
                 present()
@@ -481,9 +487,9 @@ class Executor(wiring.Component):
             with m.State("APPLY"):
                 # ATTACH / DETACH, decided in CHECK, applied here at one clock edge.
                 with m.If(d.t_attach):
-                    self._attach(m, d, attach, ep_cur, ep_index, others_in)
+                    self._attach(m, d, attach, ep_index, last_in_dom, cur)
                 with m.Else():
-                    self._leave(m, ep_cur, ep_index, others_in)
+                    self._leave(m, ep_index, last_in_dom, cur)
                 respond(Status.OK, then="WAIT")
 
             with m.State("WAIT"):
@@ -498,33 +504,33 @@ class Executor(wiring.Component):
         m.d.comb += self.busy.eq(~self.req.ready)
         return m
 
-    def _leave(self, m, ep_cur, ep_index, others_in):
+    def _leave(self, m, ep_index, last_in_dom, cur):
         """The request's endpoint leaves its domain, which dies if it was the last one."""
         eps, doms = self.endpoints, self.domains
         with m.Switch(ep_index):
             for e in range(len(eps)):
                 with m.Case(e):
                     m.d.sync += eps[e].attached.eq(0)
-        with m.If(~others_in(ep_cur.dslot)):
-            with m.Switch(ep_cur.dslot):
+        with m.If(last_in_dom):
+            with m.Switch(cur.dslot):
                 for s in range(len(doms)):
                     with m.Case(s):
                         m.d.sync += doms[s].valid.eq(0)
             m.d.comb += [self.table_kill_dslot_en.eq(1),
-                         self.table_kill_dslot.eq(ep_cur.dslot)]
+                         self.table_kill_dslot.eq(cur.dslot)]
 
-    def _attach(self, m, d, attach, ep_cur, ep_index, others_in):
+    def _attach(self, m, d, attach, ep_index, last_in_dom, cur):
         """Attach the request's endpoint to the request's domain (created if absent)."""
         eps, doms = self.endpoints, self.domains
         n_eps = len(eps)
-        with m.If(ep_cur.attached):
-            self._leave(m, ep_cur, ep_index, others_in)
+        with m.If(cur.attached):
+            self._leave(m, ep_index, last_in_dom, cur)
         # A free slot always exists: live domains never outnumber attached endpoints, so
         # if every slot is live the endpoint's old domain is the one dying now.
         free_any, free_slot = priority_encode(Cat(~doms[s].valid for s in range(n_eps)), n_eps)
         slot = Signal(self._dslot_bits)
         m.d.comb += slot.eq(Mux(d.dom_exists, d.dom_slot,
-                                Mux(free_any, free_slot, ep_cur.dslot)))
+                                Mux(free_any, free_slot, cur.dslot)))
         bypass = attach.flags[0]
         with m.If(~d.dom_exists):
             with m.Switch(slot):

@@ -29,9 +29,16 @@ class MappingTable(wiring.Component):
         Every entry's tag, for the lookup ports.
     payload_addr, payload_data : In / Out, one pair per read port
         Asynchronous read of entry ``payload_addr``'s payload (LUT RAM).
-    write_en, write_index, write_entry : In
-        Store ``write_entry`` at ``write_index`` at the next clock edge. The slot must be
-        invalid (the executor takes it from ``free_index``).
+    write_en, write_index : In
+        Store the entry presented on ``write_entry`` in the previous cycle at
+        ``write_index``, at the next clock edge. The slot must be invalid (the executor
+        takes it from ``free_index``).
+    write_entry : In
+        The entry the next cycle's write stores: ``write_entry`` presented in cycle
+        ``t - 1`` is written by ``write_en`` in cycle ``t``. The table registers it (the
+        tag once per bank of 8 entries), so that no net fans out from one flip-flop to
+        every entry's tag inputs: that fan-out, across the whole CAM, was the critical
+        path of the core's and the device's place and route in several runs.
     write_sel : In(entries)
         The same write as a one-hot vector: must be ``write_en << write_index``. Each
         entry's tag flip-flops are enabled by their own bit, so no decoder of
@@ -100,9 +107,14 @@ class MappingTable(wiring.Component):
 
         m.submodules.payload = mem = self.payload_memory
         wr = mem.write_port()
+        # The entry to write arrives a cycle ahead (see ``write_entry``): its payload is
+        # registered once (the LUT RAM's write data), its tag once per bank (below).
+        payload = Signal.like(self.write_entry.payload, name="write_payload",
+                              reset_less=True)
+        m.d.sync += payload.eq(self.write_entry.payload)
         m.d.comb += [
             wr.addr.eq(self.write_index),
-            wr.data.eq(self.write_entry.payload),
+            wr.data.eq(payload),
             wr.en.eq(self.write_en),
         ]
         for k in range(self._read_ports):
@@ -117,13 +129,18 @@ class MappingTable(wiring.Component):
         # duplicates (the synthesis flow keeps their flip-flops from being merged, see
         # boards/synth.py); no reset: a query's operands are only used once presented.
         BANK = 8
-        banks = []
+        banks, write_tags = [], []
         for b in range((n + BANK - 1) // BANK):
             ops = (self.query_x, self.query_y, self.query_dslot)
             copies = [Signal.like(v, name=f"{v.name}_bank{b}", reset_less=True,
                                   attrs={"keep": 1}) for v in ops]
             m.d.sync += [c.eq(v) for c, v in zip(copies, ops)]
             banks.append(copies)
+            # The same for the tag of the entry the next cycle writes.
+            wtag = Signal.like(self.write_entry.tag, name=f"write_tag_bank{b}",
+                               reset_less=True, attrs={"keep": 1})
+            m.d.sync += wtag.eq(self.write_entry.tag)
+            write_tags.append(wtag)
 
         # Only the valid bits are reset (by a system or device reset): the rest of a tag
         # means nothing while its entry is invalid, and leaving ~100 flip-flops per entry
@@ -132,6 +149,7 @@ class MappingTable(wiring.Component):
         tag_layout = self.tags.shape().elem_shape
         for i in range(n):
             q_x, q_y, q_dslot = banks[i // BANK]
+            wtag = write_tags[i // BANK]
             tag = self.tags[i]
             valid = Signal(name=f"entry{i}_valid")
             body = {name: Signal(tag_layout[name].shape, name=f"entry{i}_{name}",
@@ -142,9 +160,8 @@ class MappingTable(wiring.Component):
             killed = (self.kill[i] |
                       (self.kill_dslot_en & (tag.dslot == self.kill_dslot)))
             with m.If(self.write_sel[i]):
-                m.d.sync += valid.eq(self.write_entry.tag.valid)
-                m.d.sync += [sig.eq(getattr(self.write_entry.tag, name))
-                             for name, sig in body.items()]
+                m.d.sync += valid.eq(wtag.valid)
+                m.d.sync += [sig.eq(getattr(wtag, name)) for name, sig in body.items()]
             with m.Elif(killed):
                 m.d.sync += valid.eq(0)
 

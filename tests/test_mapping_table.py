@@ -2,7 +2,8 @@
 
 Checked against the component's documented contract:
 
-* a write stores the whole entry at the next edge; ``kill`` invalidates the masked entries;
+* a write stores the entry presented on ``write_entry`` in the cycle before ``write_en``,
+  at the next edge; ``kill`` invalidates the masked entries;
   ``kill_dslot`` invalidates exactly the entries of that domain slot;
 * a query presented in cycle t is answered in cycle t+2 (``x_ge_start``, ``y_le_end``,
   ``in_domain``; its operands are registered), against the contents of cycle t+1: a write
@@ -57,6 +58,7 @@ class TableBench:
     def __init__(self, dut, ctx, n):
         self.dut, self.ctx, self.n = dut, ctx, n
         self.cycle = 0
+        self.staged = None      # the entry on write_entry in the cycle just clocked
         self.contents = [entry(valid=0) for _ in range(n)]   # after reset: all zero
 
     def read_entries(self):
@@ -71,15 +73,30 @@ class TableBench:
         v = self.ctx.get(sig)
         return [(v >> i) & 1 for i in range(self.n)]
 
-    async def step(self, write=None, kill=0, kill_dslot=None, query=None):
+    async def step(self, write=None, kill=0, kill_dslot=None, query=None, stage=None):
         """Present inputs for one cycle and clock. ``write`` = (index, entry dict);
-        ``query`` = (x, y, dslot). Returns the contents seen in this cycle."""
+        ``query`` = (x, y, dslot); ``stage``: the entry to present on ``write_entry`` in
+        this cycle, for a write in the next. A write whose entry was not staged in the
+        previous step gets a cycle of its own first that only stages it (nothing else
+        presented changes in it). Returns the contents seen in this cycle."""
         ctx, dut = self.ctx, self.dut
+        if write is not None and self.staged != write[1]:
+            ctx.set(dut.write_en, 0)
+            ctx.set(dut.write_sel, 0)
+            ctx.set(dut.kill, 0)
+            ctx.set(dut.kill_dslot_en, 0)
+            ctx.set(dut.write_entry.as_value(), encode(write[1]))
+            await ctx.tick()
+            self.cycle += 1
         ctx.set(dut.write_en, write is not None)
         ctx.set(dut.write_sel, 0 if write is None else 1 << write[0])
         if write is not None:
             ctx.set(dut.write_index, write[0])
-            ctx.set(dut.write_entry.as_value(), encode(write[1]))
+        # In this cycle write_entry carries what the next cycle may write; when nothing is
+        # staged, a value no test writes, so that a write of the wrong cycle's entry shows.
+        junk = entry(valid=0, dslot=3, start=0x5a5a5, end=0xa5a5a, offset=0x33333, mmio=1)
+        ctx.set(dut.write_entry.as_value(), encode(stage if stage is not None else junk))
+        self.staged = stage
         ctx.set(dut.kill, kill)
         ctx.set(dut.kill_dslot_en, kill_dslot is not None)
         ctx.set(dut.kill_dslot, kill_dslot or 0)
@@ -160,6 +177,24 @@ def test_write_lands_at_its_index_only():
                 assert after[i] == entry(dslot=3, start=77, end=88, offset=5, read=1)
             else:
                 assert after[i] == before[i]
+
+    run(n, body)
+
+
+def test_write_stores_the_entry_of_the_cycle_before():
+    """``write_entry`` is taken a cycle ahead of ``write_en``: the entry presented in the
+    write's own cycle is not the one stored (it is the next write's)."""
+    n = 2
+    a = entry(dslot=1, start=10, end=20, offset=7, read=1)
+    b = entry(dslot=2, start=30, end=40, offset=9, write=1, mmio=1)
+
+    async def body(tb):
+        await tb.step(stage=a)
+        await tb.step(write=(0, a), stage=b)        # stores a, with b on write_entry
+        assert tb.read_entries()[0] == a
+        await tb.step(write=(1, b))                 # b staged: no staging cycle
+        assert tb.read_entries() == [a, b]
+        assert tb.cycle == 3
 
     run(n, body)
 
@@ -428,6 +463,7 @@ def test_random_against_model(n, seed):
         model = [entry(valid=0) for _ in range(n)]
         queries = [None, None]          # presented 2 cycles ago, 1 cycle ago
         prev_contents = None
+        write_next = None               # drawn a cycle ahead: its entry is staged first
         for cycle in range(400):
             # Check this cycle's outputs against the model.
             assert tb.read_entries() == model, f"cycle {cycle}"
@@ -441,14 +477,19 @@ def test_random_against_model(n, seed):
                 if invalid:
                     assert ctx.get(dut.free_index) == invalid[0], f"cycle {cycle}"
             # Draw inputs.
-            # Writes go to invalid entries only (the documented precondition).
-            write = None
-            free = [i for i, e in enumerate(model) if not e["valid"]]
+            # Writes go to invalid entries only (the documented precondition), and are
+            # drawn a cycle ahead, so that their entry is presented in the cycle before:
+            # an entry free now and not written now is still free in the next cycle.
+            write = write_next
+            write_next = None
+            free = [i for i, e in enumerate(model)
+                    if not e["valid"] and (write is None or i != write[0])]
             if free and rng.random() < 0.4:
                 i = rng.choice(free)
-                write = (i, entry(valid=1, dslot=rng.randrange(4), start=page(), end=page(),
-                                  offset=rng.getrandbits(PB), read=rng.getrandbits(1),
-                                  write=rng.getrandbits(1), mmio=rng.getrandbits(1)))
+                write_next = (i, entry(valid=1, dslot=rng.randrange(4), start=page(),
+                                       end=page(), offset=rng.getrandbits(PB),
+                                       read=rng.getrandbits(1), write=rng.getrandbits(1),
+                                       mmio=rng.getrandbits(1)))
             kill = rng.getrandbits(n) if rng.random() < 0.2 else 0
             if write is not None:
                 kill &= ~(1 << write[0])      # write + kill of one entry: unspecified
@@ -458,7 +499,8 @@ def test_random_against_model(n, seed):
             query = (page(), page(), rng.randrange(4))
             prev_contents = [dict(e) for e in model]
             queries = [queries[1], query]
-            await tb.step(write=write, kill=kill, kill_dslot=kdslot, query=query)
+            await tb.step(write=write, kill=kill, kill_dslot=kdslot, query=query,
+                          stage=None if write_next is None else write_next[1])
             # Apply to the model.
             for i in range(n):
                 if kill >> i & 1 or (kdslot is not None and model[i]["dslot"] == kdslot):
