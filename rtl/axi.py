@@ -249,12 +249,10 @@ class _BurstSplitter(wiring.Component):
 
     ``burst`` changes only after a transfer: ``valid``, ``addr`` and the offsets come
     from flip-flops; ``len`` and ``last`` are decoded from the beat and length registers
-    (the distance to the next boundary, a subtract and a compare). That decode, through
-    the write path into the command registers' enables, is the complete device's critical
-    path at 86.8 MHz; registering it (the next burst's ``len`` and ``last`` computed at
-    the previous transfer) is the next step. One burst per cycle; a new command is taken in the cycle its
-    predecessor's last burst is transferred, so a stream of one-burst commands gives one
-    burst per cycle. A command accepted in cycle t has its first burst valid in t+1.
+    (the distance to the next boundary, a subtract and a compare). One burst per cycle; a
+    new command is taken in the cycle its predecessor's last burst is transferred, so a
+    stream of one-burst commands gives one burst per cycle. A command accepted in cycle t
+    has its first burst valid in t+1.
     """
 
     def __init__(self, *, width, addr_width, max_burst):

@@ -609,9 +609,10 @@ class VirtqueueEngine(wiring.Component):
             # The mask and the size check are registered: from QueueNum through the carry
             # chain of num - 1 into the ring units' address adds was the board image's
             # critical path (78.2 MHz). num is stable for a cycle before ready is set.
+            num_m1 = (num[q] - 1)[:16]
             m.d.sync += [
-                mask[q].eq(num[q] - 1),
-                num_ok[q].eq((num[q] != 0) & ((num[q] & (num[q] - 1)) == 0) &
+                mask[q].eq(num_m1),
+                num_ok[q].eq((num[q] != 0) & ((num[q] & num_m1) == 0) &
                              (num[q] <= self.queue_size_max)),
             ]
             m.d.comb += live[q].eq(qc[q].ready & self.enable)
