@@ -45,10 +45,13 @@ class LookupPort(wiring.Component):
     * cycle t+1: the endpoint's state (attached, domain slot, bypass domain) is selected;
       every CAM entry compares its bank's page copy with its ``[start, end]`` and its
       domain slot with the endpoint's (two carry chains and a small equality per entry).
-      Entries of one domain never overlap, so at most one entry hits. Registered, per
-      bank: whether an entry of the bank hit, and which (its index in the bank).
-    * cycle t+2: the bank bits and indices are combined into the hit entry's index, which
-      reads the entry's offset and permissions from the table's LUT RAM; the decision and
+      Entries of one domain never overlap, so at most one entry hits. Each entry's hit is
+      registered beside its comparators (one flip-flop per entry): no reduction across
+      entries follows the carry chains in this cycle, which carries the longest wires
+      (the page copy to its bank's comparators).
+    * cycle t+2: the one-hot hit vector is encoded into the hit entry's index (each index
+      bit an OR of half the entries, 3 LUT levels at 64 entries), which reads the entry's
+      offset and permissions from the table's LUT RAM; the decision and
       ``phys = iova + (offset << page_shift)`` are registered onto :attr:`resp` for
       cycle t+3.
 
@@ -117,9 +120,7 @@ class LookupPort(wiring.Component):
             [Cat(ep_hit[e].replicate(len(self.endpoints[e].as_value()))) &
              self.endpoints[e].as_value() for e in range(n_eps)],
             len(self.endpoints[0].as_value())))
-        n_banks = len(pages)
-        s1_bank_hit = Signal(n_banks)
-        s1_bank_index = Signal(data.ArrayLayout(ceil_log2(BANK), n_banks))
+        s1_hit = Signal(n)
         s1 = Signal(data.StructLayout({
             "valid": 1, "known": 1, "attached": 1, "bypass": 1, "ub": 1, "msi": 1, "resv": 1,
             "in_range": 1, "endpoint": len(req.endpoint), "iova": 64, "write": 1}))
@@ -136,22 +137,19 @@ class LookupPort(wiring.Component):
             s1.iova.eq(s0.iova),
             s1.write.eq(s0.write),
         ]
-        for b, page in enumerate(pages):
-            tags = [self.tags[i] for i in range(b * BANK, min(n, (b + 1) * BANK))]
-            hit = [t.valid & (t.dslot == ep_state.dslot) & uge(page, t.start) & uge(t.end, page)
-                   for t in tags]
-            m.d.sync += [s1_bank_hit[b].eq(tree_any(hit)),
-                         s1_bank_index[b].eq(onehot_encode(Cat(hit), len(hit)))]
+        for i in range(n):
+            t, page = self.tags[i], pages[i // BANK]
+            m.d.sync += s1_hit[i].eq(t.valid & (t.dslot == ep_state.dslot) &
+                                     uge(page, t.start) & uge(t.end, page))
 
         # --- stage 3: read the hit entry's payload (LUT RAM), add, decide ----------------
-        # At most one bank hit and the others' indices are 0: OR the indices together.
-        in_bank = tree_or([s1_bank_index[b] for b in range(n_banks)], ceil_log2(BANK))
-        m.d.comb += self.payload_addr.eq(Cat(in_bank, onehot_encode(s1_bank_hit, n_banks)))
+        # At most one entry hits: its index bits are ORs of the hit bits.
+        m.d.comb += self.payload_addr.eq(onehot_encode(s1_hit, n))
         s2 = Signal(data.StructLayout({
             "hit": 1, "offset": p.phys_page_bits, "read": 1, "write_ok": 1, "mmio": 1}))
         s2_ctl = Signal.like(s1)
         m.d.comb += [
-            s2.hit.eq(s1_bank_hit.any() & s1.in_range),
+            s2.hit.eq(s1_hit.any() & s1.in_range),
             s2.offset.eq(self.payload_data.offset),
             s2.read.eq(self.payload_data.read),
             s2.write_ok.eq(self.payload_data.write),
