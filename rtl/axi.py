@@ -247,12 +247,16 @@ class _BurstSplitter(wiring.Component):
     A burst never crosses a ``max_burst * width``-byte aligned boundary (hence never a
     4 KiB one, as ``max_burst * width`` divides 4096) and has at most ``max_burst`` beats.
 
-    ``burst`` changes only after a transfer: ``valid``, ``addr`` and the offsets come
-    from flip-flops; ``len`` and ``last`` are decoded from the beat and length registers
-    (the distance to the next boundary, a subtract and a compare). One burst per cycle; a
-    new command is taken in the cycle its predecessor's last burst is transferred, so a
-    stream of one-burst commands gives one burst per cycle. A command accepted in cycle t
-    has its first burst valid in t+1.
+    ``burst`` changes only after a transfer, and every field of it comes straight from a
+    flip-flop: the next burst's ``len`` and ``last`` are computed when the previous one is
+    transferred (or the command taken), not decoded from the beat and length registers in
+    the cycle they are used (that decode, a boundary distance, a compare and a mux in
+    front of the AW/W paths, was the complete device's critical path at 86.8 MHz). Every
+    burst but a command's last ends on a boundary, so the next one starts on it and can
+    run ``min(left, max_burst)`` beats. One burst per cycle; a new command is taken in the
+    cycle its predecessor's last burst is transferred, so a stream of one-burst commands
+    gives one burst per cycle. A command accepted in cycle t has its first burst valid in
+    t+1.
     """
 
     def __init__(self, *, width, addr_width, max_burst):
@@ -272,32 +276,23 @@ class _BurstSplitter(wiring.Component):
         mb = _log2(self._max_burst)
         max_beats = DMA_MAX_LEN // W + 1
 
-        beat  = Signal(self._addr_width - lw)       # next beat address (addr >> lw)
-        left  = Signal(range(max_beats + 1))        # bus beats left in the command
-        o     = Signal(lw)
-        e     = Signal(lw)
-        extra = Signal()
-        first = Signal()
-        busy  = Signal()
-
-        # Beats until the next max_burst-beat boundary (1..max_burst).
-        to_bnd = Signal(range(self._max_burst + 1))
-        if mb:
-            m.d.comb += to_bnd.eq(self._max_burst - beat[:mb])
-        else:
-            m.d.comb += to_bnd.eq(1)
-        last = Signal()
-        n = Signal(range(self._max_burst + 1))
-        m.d.comb += [
-            last.eq(left <= to_bnd),
-            n.eq(Mux(last, left, to_bnd)),
-        ]
+        MB = self._max_burst
+        beat   = Signal(self._addr_width - lw)      # this burst's first beat (addr >> lw)
+        left   = Signal(range(max_beats + 1))       # beats left in the command, this burst's too
+        left_1 = Signal(range(max_beats + 1))       # left - 1
+        len_   = Signal(8)                          # this burst's beats - 1 (AxLEN)
+        last   = Signal()                           # this burst is the command's last
+        o      = Signal(lw)
+        e      = Signal(lw)
+        extra  = Signal()
+        first  = Signal()
+        busy   = Signal()
 
         burst = self.burst
         m.d.comb += [
             burst.valid.eq(busy),
             burst.p.addr.eq(Cat(Const(0, lw), beat)),
-            burst.p.len.eq(n - 1),
+            burst.p.len.eq(len_),
             burst.p.o.eq(o),
             burst.p.e.eq(e),
             burst.p.first.eq(first),
@@ -305,10 +300,25 @@ class _BurstSplitter(wiring.Component):
             burst.p.extra.eq(extra),
         ]
         advance = burst.valid & burst.ready
+        # After a burst that is not the command's last: it ended on a boundary, so the next
+        # one starts there (the upper beat bits advance by one) and runs min(left', MB)
+        # beats, left' = left - (len + 1) = left + ~len (one carry chain, and left' - 1 a
+        # second one in parallel).
+        minus_n = Cat(~len_, Const(1, 1)).as_signed()     # -(len + 1), 9 bits
+        rest   = Signal.like(left)
+        rest_1 = Signal.like(left)
+        m.d.comb += [
+            rest.eq(left + minus_n),
+            rest_1.eq(left_1 + minus_n),
+        ]
+        rest_last = (rest[mb:] == 0) | (rest == MB)      # rest <= MB, without a chain
         with m.If(advance):
             m.d.sync += [
-                beat.eq(beat + n),
-                left.eq(left - n),
+                beat.eq(Cat(Const(0, mb), beat[mb:] + 1) if mb else beat + 1),
+                left.eq(rest),
+                left_1.eq(rest_1),
+                last.eq(rest_last),
+                len_.eq(Mux(rest_last, rest_1, MB - 1)),
                 first.eq(0),
             ]
             with m.If(last):
@@ -320,15 +330,26 @@ class _BurstSplitter(wiring.Component):
         end = Signal(14)            # offset of the last byte from the first beat's address
         n_bus = Signal(range(max_beats + 1))
         n_out = Signal(range(max_beats + 1))
+        # The first burst is the command's last when its bytes end by the next boundary:
+        # addr % (MB * W) + len <= MB * W (one adder; the compare is on its upper bits).
+        k = lw + mb
+        span = Signal(14)
         m.d.comb += [
             end.eq(c_o + cmd.p.len - 1),
             n_bus.eq(end[lw:] + 1),
             n_out.eq((cmd.p.len + (W - 1))[lw:]),
+            span.eq(cmd.p.addr[:k] + cmd.p.len),
         ]
+        first_last = (span[k:] == 0) | ((span[k:] == 1) & (span[:k] == 0))
+        # Not the last: it runs to the boundary, MB - addr's beat within it beats.
+        to_bnd_1 = ~cmd.p.addr[lw:k] if mb else Const(0, 1)
         with m.If(cmd.valid & cmd.ready):
             m.d.sync += [
                 beat.eq(cmd.p.addr[lw:]),
                 left.eq(n_bus),
+                left_1.eq(end[lw:]),
+                last.eq(first_last),
+                len_.eq(Mux(first_last, end[lw:], to_bnd_1)),
                 o.eq(c_o),
                 e.eq(end[:lw]),
                 extra.eq(n_bus != n_out),
