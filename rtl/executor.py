@@ -213,8 +213,8 @@ class Executor(wiring.Component):
             entry.tag.start.eq(map_.virt_start[shift:ib]),
             entry.tag.end.eq(map_.virt_end[shift:ib]),
             entry.payload.offset.eq(d.offset),
-            entry.payload.read.eq(map_.flags[0]),
-            entry.payload.write.eq(map_.flags[1]),
+            entry.tag.read.eq(map_.flags[0]),
+            entry.tag.write.eq(map_.flags[1]),
             entry.payload.mmio.eq(map_.flags[2]),
         ]
 

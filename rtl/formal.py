@@ -237,8 +237,8 @@ class CoreFormal(Elaboratable):
                 rd.addr.eq(i),
                 entries[i].valid.eq(tag.valid), entries[i].dslot.eq(tag.dslot),
                 entries[i].start.eq(tag.start), entries[i].end.eq(tag.end),
-                entries[i].offset.eq(rd.data.offset), entries[i].read.eq(rd.data.read),
-                entries[i].write.eq(rd.data.write), entries[i].mmio.eq(rd.data.mmio),
+                entries[i].offset.eq(rd.data.offset), entries[i].read.eq(tag.read),
+                entries[i].write.eq(tag.write), entries[i].mmio.eq(rd.data.mmio),
             ]
         self.endpoints = eps = core.executor.endpoints
         self.domains = doms = core.executor.domains

@@ -386,16 +386,20 @@ def lookup_response_layout(endpoint_width):
 # --- internal state of the core ----------------------------------------------------------
 
 def mapping_tag_layout(page_bits, dslot_bits):
-    """The part of a mapping-table entry that every lookup compares (kept in flip-flops).
+    """The part of a mapping-table entry that every lookup looks at (kept in flip-flops).
 
     ``start`` / ``end`` are inclusive page numbers (IOVA >> page_shift), so the last page of
-    the 64-bit space is representable; ``dslot`` names the entry's domain slot.
+    the 64-bit space is representable; ``dslot`` names the entry's domain slot; ``read`` /
+    ``write`` are the mapping's permissions (each lookup decides them per entry, beside
+    the range compare, so that no payload read sits in front of the allow/deny decision).
     """
     return data.StructLayout({
         "valid":  unsigned(1),
         "dslot":  unsigned(dslot_bits),
         "start":  unsigned(page_bits),
         "end":    unsigned(page_bits),
+        "read":   unsigned(1),
+        "write":  unsigned(1),
     })
 
 
@@ -403,12 +407,10 @@ def mapping_payload_layout(phys_page_bits):
     """The part of a mapping-table entry read only for the hit entry (kept in LUT RAM).
 
     ``offset`` is ``phys_page - start`` modulo ``2**phys_page_bits``: the translation is
-    ``iova + (offset << page_shift)``.
+    ``iova + (offset << page_shift)``; ``mmio``: the mapping's memory type.
     """
     return data.StructLayout({
         "offset": unsigned(phys_page_bits),
-        "read":   unsigned(1),
-        "write":  unsigned(1),
         "mmio":   unsigned(1),
     })
 

@@ -1,6 +1,6 @@
 """Translation lookup port: endpoint DMA address in, allow/deny and physical address out."""
 
-from amaranth.hdl import Module, Signal, Cat, Const
+from amaranth.hdl import Module, Signal, Cat, Const, Mux
 from amaranth.lib import wiring, data, stream
 from amaranth.lib.wiring import In, Out
 
@@ -44,16 +44,20 @@ class LookupPort(wiring.Component):
       the configured IDs, the reserved regions (MSI window, RESERVED) checked.
     * cycle t+1: the endpoint's state (attached, domain slot, bypass domain) is selected;
       every CAM entry compares its bank's page copy with its ``[start, end]`` and its
-      domain slot with the endpoint's (two carry chains and a small equality per entry).
-      Entries of one domain never overlap, so at most one entry hits. Each entry's hit is
-      registered beside its comparators (one flip-flop per entry): no reduction across
-      entries follows the carry chains in this cycle, which carries the longest wires
-      (the page copy to its bank's comparators).
-    * cycle t+2: the one-hot hit vector is encoded into the hit entry's index (each index
-      bit an OR of half the entries, 3 LUT levels at 64 entries), which reads the entry's
-      offset and permissions from the table's LUT RAM; the decision and
-      ``phys = iova + (offset << page_shift)`` are registered onto :attr:`resp` for
-      cycle t+3.
+      domain slot with the endpoint's (two carry chains and a small equality per entry)
+      and takes the permission the access needs from its ``read`` / ``write`` bits.
+      Entries of one domain never overlap, so at most one entry hits. Each entry's
+      verdict (in range, in the domain, permitted) is registered beside its comparators
+      (one flip-flop per entry): no reduction across entries follows the carry chains in
+      this cycle, which carries the longest wires (the page copy to its bank's
+      comparators).
+    * cycle t+2: the one-hot verdict vector is encoded into the hit entry's index (each
+      index bit an OR of half the entries, 3 LUT levels at 64 entries), which reads the
+      entry's offset and memory type from the table's LUT RAM and adds
+      ``phys = iova + (offset << page_shift)``. The decision from the endpoint's state and
+      the reserved regions is made from flip-flops alongside; the table's verdict (any
+      bit set) and ``phys`` enter only its last multiplexer, registered onto :attr:`resp`
+      for cycle t+3.
 
     The state inputs (:attr:`tags`, :attr:`payload_data`, :attr:`endpoints`,
     :attr:`unattached_bypass`) come
@@ -139,70 +143,55 @@ class LookupPort(wiring.Component):
         ]
         for i in range(n):
             t, page = self.tags[i], pages[i // BANK]
-            m.d.sync += s1_hit[i].eq(t.valid & (t.dslot == ep_state.dslot) &
+            readable = t.read | t.write if p.write_only_reads else t.read
+            perm = Mux(s0.write, t.write, readable)
+            m.d.sync += s1_hit[i].eq(t.valid & (t.dslot == ep_state.dslot) & perm &
                                      uge(page, t.start) & uge(t.end, page))
 
         # --- stage 3: read the hit entry's payload (LUT RAM), add, decide ----------------
         # At most one entry hits: its index bits are ORs of the hit bits.
         m.d.comb += self.payload_addr.eq(onehot_encode(s1_hit, n))
-        s2 = Signal(data.StructLayout({
-            "hit": 1, "offset": p.phys_page_bits, "read": 1, "write_ok": 1, "mmio": 1}))
-        s2_ctl = Signal.like(s1)
-        m.d.comb += [
-            s2.hit.eq(s1_hit.any() & s1.in_range),
-            s2.offset.eq(self.payload_data.offset),
-            s2.read.eq(self.payload_data.read),
-            s2.write_ok.eq(self.payload_data.write),
-            s2.mmio.eq(self.payload_data.mmio),
-            s2_ctl.eq(s1),
-        ]
-
-        # (stage 3, continued: the decision)
-        c = s2_ctl
+        c = s1
         resp = self.resp.payload
-        access = Signal(9)
-        m.d.comb += access.eq(Cat(~c.write, c.write, Const(0, 6), Const(1, 1)))
-        readable = s2.read | (s2.write_ok if p.write_only_reads else 0)
-        perm_ok = Cat(readable, s2.write_ok).bit_select(c.write, 1)
+        access = Cat(~c.write, c.write, Const(0, 6), Const(1, 1))
+        # The decision when the mapping table is not consulted, from flip-flops only
+        # (in priority order: unknown endpoint, unattached, bypass domain, MSI window,
+        # RESERVED region); the table's verdict (an OR of the 64 hit bits) and the
+        # translated address (LUT RAM read and add) enter only at the last multiplexer.
+        d_allowed, d_via, d_reason = Signal(), Signal(LookupVia), Signal(FaultReason)
+        use_map = Signal()
+        with m.If(~c.known):
+            m.d.comb += d_reason.eq(FaultReason.UNKNOWN)
+        with m.Elif(~c.attached):
+            with m.If(c.ub):
+                m.d.comb += [d_allowed.eq(1), d_via.eq(LookupVia.BYPASS)]
+            with m.Else():
+                m.d.comb += d_reason.eq(FaultReason.DOMAIN)
+        with m.Elif(c.bypass):
+            m.d.comb += [d_allowed.eq(1), d_via.eq(LookupVia.BYPASS)]
+        with m.Elif(c.msi):
+            with m.If(c.write):
+                m.d.comb += [d_allowed.eq(1), d_via.eq(LookupVia.MSI)]
+            with m.Else():
+                m.d.comb += d_reason.eq(FaultReason.MAPPING)
+        with m.Elif(c.resv):
+            m.d.comb += d_reason.eq(FaultReason.MAPPING)
+        with m.Else():
+            m.d.comb += use_map.eq(1)
+        map_ok = s1_hit.any() & c.in_range
+        mapped = use_map & map_ok
+        allowed = Mux(use_map, map_ok, d_allowed)
+        phys = Cat(c.iova[:shift], c.iova[shift:] + self.payload_data.offset)
         m.d.sync += [
             self.resp.valid.eq(c.valid),
             resp.endpoint.eq(c.endpoint),
             resp.iova.eq(c.iova),
             resp.write.eq(c.write),
-            resp.phys.eq(c.iova),
-            resp.mmio.eq(0),
-            resp.flags.eq(0),
-            resp.reason.eq(0),
+            resp.allowed.eq(allowed),
+            resp.via.eq(Mux(use_map, Mux(map_ok, LookupVia.MAPPING, LookupVia.NONE), d_via)),
+            resp.reason.eq(Mux(use_map, Mux(map_ok, 0, FaultReason.MAPPING), d_reason)),
+            resp.flags.eq(Mux(allowed, 0, access)),
+            resp.phys.eq(Mux(mapped, phys, c.iova)),
+            resp.mmio.eq(mapped & self.payload_data.mmio),
         ]
-
-        def allow(via, phys=None, mmio=0):
-            m.d.sync += [resp.allowed.eq(1), resp.via.eq(via), resp.mmio.eq(mmio)]
-            if phys is not None:
-                m.d.sync += resp.phys.eq(phys)
-
-        def deny(reason):
-            m.d.sync += [resp.allowed.eq(0), resp.via.eq(LookupVia.NONE),
-                         resp.reason.eq(reason), resp.flags.eq(access)]
-
-        with m.If(~c.known):
-            deny(FaultReason.UNKNOWN)
-        with m.Elif(~c.attached):
-            with m.If(c.ub):
-                allow(LookupVia.BYPASS)
-            with m.Else():
-                deny(FaultReason.DOMAIN)
-        with m.Elif(c.bypass):
-            allow(LookupVia.BYPASS)
-        with m.Elif(c.msi):
-            with m.If(c.write):
-                allow(LookupVia.MSI)
-            with m.Else():
-                deny(FaultReason.MAPPING)
-        with m.Elif(c.resv):
-            deny(FaultReason.MAPPING)
-        with m.Elif(s2.hit & perm_ok):
-            phys = Cat(c.iova[:shift], c.iova[shift:] + s2.offset)
-            allow(LookupVia.MAPPING, phys=phys, mmio=s2.mmio)
-        with m.Else():
-            deny(FaultReason.MAPPING)
         return m

@@ -13,9 +13,9 @@ __all__ = ["MappingTable"]
 
 
 class MappingTable(wiring.Component):
-    """``entries`` range entries. Each entry is a *tag* ``{valid, dslot, start, end}``, held
-    in flip-flops so that every entry can be compared in the same cycle, and a *payload*
-    ``{offset, read, write, mmio}``, held in LUT RAM because only the hit entry's is ever
+    """``entries`` range entries. Each entry is a *tag* ``{valid, dslot, start, end, read,
+    write}``, held in flip-flops so that every entry can be compared in the same cycle, and
+    a *payload* ``{offset, mmio}``, held in LUT RAM because only the hit entry's is ever
     read (see :func:`~.layouts.mapping_entry_layout`).
 
     The table has one job: hold the entries and answer management queries about all of them
@@ -154,7 +154,7 @@ class MappingTable(wiring.Component):
             valid = Signal(name=f"entry{i}_valid")
             body = {name: Signal(tag_layout[name].shape, name=f"entry{i}_{name}",
                                  reset_less=True)
-                    for name in ("dslot", "start", "end")}
+                    for name in ("dslot", "start", "end", "read", "write")}
             m.d.comb += tag.valid.eq(valid)
             m.d.comb += [getattr(tag, name).eq(sig) for name, sig in body.items()]
             killed = (self.kill[i] |

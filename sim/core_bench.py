@@ -79,7 +79,7 @@ def rtl_snapshot(params, tags, payloads, endpoints, domains):
             assert tag.dslot in doms, f"entry {i} in dead domain slot {tag.dslot}"
             pay = pay_l.from_bits(payloads[i])
             phys_page = (tag.start + pay.offset) & ((1 << ppbits) - 1)
-            flags = pay.read | pay.write << 1 | pay.mmio << 2
+            flags = tag.read | tag.write << 1 | pay.mmio << 2
             doms[tag.dslot][2].append(Mapping(
                 tag.start << shift, (tag.end << shift) | ((1 << shift) - 1),
                 phys_page << shift, flags))

@@ -30,8 +30,8 @@ MAXP = (1 << PB) - 1
 ENTRY = data.Layout.cast(mapping_entry_layout(PB, DSB, PB))
 TAG = data.Layout.cast(mapping_tag_layout(PB, DSB))
 PAYLOAD = data.Layout.cast(mapping_payload_layout(PB))
-TAG_FIELDS = ("valid", "dslot", "start", "end")
-PAYLOAD_FIELDS = ("offset", "read", "write", "mmio")
+TAG_FIELDS = ("valid", "dslot", "start", "end", "read", "write")
+PAYLOAD_FIELDS = ("offset", "mmio")
 FIELDS = TAG_FIELDS + PAYLOAD_FIELDS
 
 
