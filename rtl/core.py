@@ -136,7 +136,7 @@ class Core(wiring.Component):
             wiring.connect(m, port.resp, wiring.flipped(self.lookup[i].resp))
             m.d.comb += [
                 port.tags.eq(table.tags),
-                table.payload_addr[i].eq(port.payload_addr),
+                table.payload_sel[i].eq(port.payload_sel),
                 port.payload_data.eq(table.payload_data[i]),
                 port.endpoints.eq(executor.endpoints),
                 port.unattached_bypass.eq(executor.unattached_bypass),

@@ -119,7 +119,7 @@ class _NoDomainCheckLookupPort(LookupPort):
             self.resp.payload.eq(inner.resp.payload),
             inner.unattached_bypass.eq(self.unattached_bypass),
         ]
-        m.d.comb += [self.payload_addr.eq(inner.payload_addr),
+        m.d.comb += [self.payload_sel.eq(inner.payload_sel),
                      inner.payload_data.eq(self.payload_data)]
         for i in range(self._params.entries):
             m.d.comb += [inner.tags[i].eq(self.tags[i]), inner.tags[i].dslot.eq(0)]
@@ -209,10 +209,10 @@ class CoreFormal(Elaboratable):
         # that its tables can be observed.
         with _mutated(self.mutation):
             self.core = core = Core(params=p)
-            # One read port per entry on the table's payload memory, so that the
-            # properties see every entry's payload (offset, permissions) as it is stored.
-            payload_rd = [core.table.payload_memory.read_port(domain="comb")
-                          for _ in range(p.entries)]
+            # One read port per entry on the table's payload memories, so that the
+            # properties see every entry's payload (offset, memory type) as it is stored.
+            payload_loc = [core.table.payload_location(i) for i in range(p.entries)]
+            payload_rd = [mem.read_port(domain="comb") for mem, _addr in payload_loc]
             m.submodules.core = Fragment.get(core, platform)
 
         # --- free inputs ----------------------------------------------------------------
@@ -234,7 +234,7 @@ class CoreFormal(Elaboratable):
         for i in range(p.entries):
             tag, rd = core.table.tags[i], payload_rd[i]
             m.d.comb += [
-                rd.addr.eq(i),
+                rd.addr.eq(payload_loc[i][1]),
                 entries[i].valid.eq(tag.valid), entries[i].dslot.eq(tag.dslot),
                 entries[i].start.eq(tag.start), entries[i].end.eq(tag.end),
                 entries[i].offset.eq(rd.data.offset), entries[i].read.eq(tag.read),

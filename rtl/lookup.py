@@ -51,9 +51,9 @@ class LookupPort(wiring.Component):
       (one flip-flop per entry): no reduction across entries follows the carry chains in
       this cycle, which carries the longest wires (the page copy to its bank's
       comparators).
-    * cycle t+2: the one-hot verdict vector is encoded into the hit entry's index (each
-      index bit an OR of half the entries, 3 LUT levels at 64 entries), which reads the
-      entry's offset and memory type from the table's LUT RAM and adds
+    * cycle t+2: the one-hot verdict vector reads the entry's offset and memory type from
+      the table's LUT RAM (each bank of 16 entries addressed by its own 16 bits, see
+      :class:`~.mapping_table.MappingTable`) and adds
       ``phys = iova + (offset << page_shift)``. The decision from the endpoint's state and
       the reserved regions is made from flip-flops alongside; the table's verdict (any
       bit set) and ``phys`` enter only its last multiplexer, registered onto :attr:`resp`
@@ -75,7 +75,7 @@ class LookupPort(wiring.Component):
             "resp": Out(stream.Signature(lookup_response_layout(ew), always_ready=True)),
             "tags": In(data.ArrayLayout(
                 mapping_tag_layout(params.page_bits, self._dslot_bits), params.entries)),
-            "payload_addr": Out(range(params.entries)),
+            "payload_sel": Out(params.entries),
             "payload_data": In(mapping_payload_layout(params.phys_page_bits)),
             "endpoints": In(data.ArrayLayout(endpoint_state_layout(self._dslot_bits), n_eps)),
             "unattached_bypass": In(1),
@@ -149,8 +149,8 @@ class LookupPort(wiring.Component):
                                      uge(page, t.start) & uge(t.end, page))
 
         # --- stage 3: read the hit entry's payload (LUT RAM), add, decide ----------------
-        # At most one entry hits: its index bits are ORs of the hit bits.
-        m.d.comb += self.payload_addr.eq(onehot_encode(s1_hit, n))
+        # At most one entry hits: the table reads its payload by the one-hot vector.
+        m.d.comb += self.payload_sel.eq(s1_hit)
         c = s1
         resp = self.resp.payload
         access = Cat(~c.write, c.write, Const(0, 6), Const(1, 1))

@@ -6,10 +6,14 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .layouts import mapping_entry_layout, mapping_tag_layout, mapping_payload_layout
-from .util import priority_encode, uge
+from .util import priority_encode, onehot_encode, tree_or, ceil_log2, uge
 
 
-__all__ = ["MappingTable"]
+__all__ = ["MappingTable", "PAYLOAD_BANK"]
+
+
+#: Entries per payload memory (the depth of an ECP5 distributed RAM).
+PAYLOAD_BANK = 16
 
 
 class MappingTable(wiring.Component):
@@ -23,12 +27,19 @@ class MappingTable(wiring.Component):
     entry's payload through a read port (see :class:`~.lookup.LookupPort`); the request
     executor decides what to change.
 
+    The payloads are stored in banks of 16 entries (one 16-deep LUT RAM each, the depth of
+    an ECP5 distributed RAM), so that a read port selected by a one-hot vector addresses
+    each bank from its own 16 select bits (2 LUT levels) instead of encoding one index
+    from all of them.
+
     Ports
     -----
     tags : Out(ArrayLayout(tag, entries))
         Every entry's tag, for the lookup ports.
-    payload_addr, payload_data : In / Out, one pair per read port
-        Asynchronous read of entry ``payload_addr``'s payload (LUT RAM).
+    payload_sel, payload_data : In / Out, one pair per read port
+        Asynchronous read: ``payload_data`` is the payload of the entry whose bit is set
+        in ``payload_sel`` (at most one may be; none gives 0). Delay: 2 LUT levels of
+        select decode, the RAM, 2 LUT levels of bank select.
     write_en, write_index : In
         Store the entry presented on ``write_entry`` in the previous cycle at
         ``write_index``, at the next clock edge. The slot must be invalid (the executor
@@ -78,7 +89,7 @@ class MappingTable(wiring.Component):
         self._payload = mapping_payload_layout(phys_page_bits)
         super().__init__({
             "tags":          Out(data.ArrayLayout(tag, entries)),
-            "payload_addr":  In(range(entries)).array(read_ports),
+            "payload_sel":   In(entries).array(read_ports),
             "payload_data":  Out(self._payload).array(read_ports),
             "write_en":      In(1),
             "write_index":   In(range(entries)),
@@ -97,32 +108,46 @@ class MappingTable(wiring.Component):
             "free_index":    Out(range(entries)),
             "free_onehot":   Out(entries),
         })
-        #: The payload storage (simulation testbenches read it through ``.data``).
-        self.payload_memory = Memory(shape=self._payload, depth=entries, init=[],
-                                     attrs={"ram_style": "distributed"})
+        #: The payload storage, one memory per bank of :data:`PAYLOAD_BANK` entries
+        #: (see :meth:`payload_location`).
+        self.payload_memories = [
+            Memory(shape=self._payload, depth=min(PAYLOAD_BANK, entries - b), init=[],
+                   attrs={"ram_style": "distributed"})
+            for b in range(0, entries, PAYLOAD_BANK)]
+
+    def payload_location(self, index):
+        """``(memory, address)`` where entry ``index``'s payload is stored (simulation
+        testbenches read ``memory.data[address]``; the formal harness adds read ports)."""
+        return self.payload_memories[index // PAYLOAD_BANK], index % PAYLOAD_BANK
 
     def elaborate(self, platform):
         m = Module()
         n = self._n
 
-        m.submodules.payload = mem = self.payload_memory
-        wr = mem.write_port()
         # The entry to write arrives a cycle ahead (see ``write_entry``): its payload is
         # registered once (the LUT RAM's write data), its tag once per bank (below).
         payload = Signal.like(self.write_entry.payload, name="write_payload",
                               reset_less=True)
         m.d.sync += payload.eq(self.write_entry.payload)
-        m.d.comb += [
-            wr.addr.eq(self.write_index),
-            wr.data.eq(payload),
-            wr.en.eq(self.write_en),
-        ]
-        for k in range(self._read_ports):
-            rd = mem.read_port(domain="comb")
+        PB = PAYLOAD_BANK
+        reads = [[] for _ in range(self._read_ports)]     # per port: (bank any, data)
+        for b, mem in enumerate(self.payload_memories):
+            m.submodules[f"payload{b}"] = mem
+            wr = mem.write_port()
             m.d.comb += [
-                rd.addr.eq(self.payload_addr[k]),
-                self.payload_data[k].eq(rd.data),
+                wr.addr.eq(self.write_index[:ceil_log2(PB)] if n > PB else self.write_index),
+                wr.data.eq(payload),
+                wr.en.eq(self.write_en & (self.write_index // PB == b)),
             ]
+            for k in range(self._read_ports):
+                sel = self.payload_sel[k][b * PB:b * PB + mem.depth]
+                rd = mem.read_port(domain="comb")
+                m.d.comb += rd.addr.eq(onehot_encode(sel, mem.depth))
+                reads[k].append((sel.any(), rd.data.as_value()))
+        for k in range(self._read_ports):
+            width = len(self.payload_data[k].as_value())
+            m.d.comb += self.payload_data[k].eq(
+                tree_or([data_ & any_.replicate(width) for any_, data_ in reads[k]], width))
 
         # The query operands are registered once per bank of BANK entries, so that no net
         # fans out to more than BANK comparators. "keep" marks the copies as deliberate

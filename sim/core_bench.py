@@ -111,8 +111,10 @@ class CoreBench:
         """The core's full translation state, in ``DeviceModel.snapshot()`` form."""
         ex, table = self.core.executor, self.core.table
         get = lambda v: self.ctx.get(v.as_value())
-        mem = table.payload_memory.data
-        payloads = [self.ctx.get(mem[i]).as_value().value for i in range(self.params.entries)]
+        payloads = []
+        for i in range(self.params.entries):
+            mem, addr = table.payload_location(i)
+            payloads.append(self.ctx.get(mem.data[addr]).as_value().value)
         return rtl_snapshot(self.params, get(table.tags), payloads, get(ex.endpoints),
                             get(ex.domains))
 

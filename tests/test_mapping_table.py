@@ -64,10 +64,12 @@ class TableBench:
     def read_entries(self):
         """Every entry: its tag (flip-flops) and its payload (LUT RAM contents)."""
         raw = self.ctx.get(self.dut.tags.as_value())
-        mem = self.dut.payload_memory.data
-        return [decode((raw >> (i * TAG.size)) & ((1 << TAG.size) - 1),
-                       self.ctx.get(mem[i]).as_value().value)
-                for i in range(self.n)]
+        out = []
+        for i in range(self.n):
+            mem, addr = self.dut.payload_location(i)
+            out.append(decode((raw >> (i * TAG.size)) & ((1 << TAG.size) - 1),
+                              self.ctx.get(mem.data[addr]).as_value().value))
+        return out
 
     def bits(self, sig):
         v = self.ctx.get(sig)
