@@ -39,8 +39,8 @@ class LookupPort(wiring.Component):
 
     Pipeline:
 
-    * cycle t: the request is registered: its page number once per entry (each copy
-      drives its entry's two comparators only), the access direction once per bank of 8
+    * cycle t: the request is registered: its page number once per pair of entries (each
+      copy drives four comparators), the access direction once per bank of 8
       entries, the endpoint ID decoded against the configured IDs, the reserved regions
       (MSI window, RESERVED) checked.
     * cycle t+1: the endpoint's state (attached, domain slot, bypass domain) is selected;
@@ -111,14 +111,16 @@ class LookupPort(wiring.Component):
             s0.iova.eq(req.iova),
             s0.write.eq(req.write),
         ]
-        # One copy of the page number per entry: each copy drives only its entry's two
-        # comparators, so it can sit beside them. With one copy per bank of 8 entries,
-        # the copy's net to a comparator placed away from the rest of its bank was the
-        # core's critical path (6.5 of 10.7 ns on that one route). The copies' own input
-        # fans out to every entry, but in a cycle with no logic.
+        # One copy of the page number per pair of entries: each drives four comparators.
+        # With one copy per bank of 8 entries, the copy's net to a comparator placed away
+        # from the rest of its bank was the core's critical path (6.5 of 10.7 ns on that
+        # one route); one copy per entry made routing diverge (3,300 copy flip-flops fed
+        # from one register each bit). The copies' own input fans out to all of them,
+        # in a cycle with no logic.
+        PAIR = 2
         pages = []
-        for i in range(n):
-            copy = Signal(p.page_bits, name=f"page_entry{i}", reset_less=True,
+        for c in range((n + PAIR - 1) // PAIR):
+            copy = Signal(p.page_bits, name=f"page_pair{c}", reset_less=True,
                           attrs={"keep": 1})
             m.d.sync += copy.eq(req.iova[shift:p.iova_bits])
             pages.append(copy)
@@ -153,7 +155,7 @@ class LookupPort(wiring.Component):
             s1.write.eq(s0.write),
         ]
         for i in range(n):
-            t, page = self.tags[i], pages[i]
+            t, page = self.tags[i], pages[i // PAIR]
             readable = t.read | t.write if p.write_only_reads else t.read
             perm = Mux(writes[i // BANK], t.write, readable)
             m.d.sync += s1_hit[i].eq(t.valid & (t.dslot == ep_state.dslot) & perm &
