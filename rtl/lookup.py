@@ -39,10 +39,10 @@ class LookupPort(wiring.Component):
 
     Pipeline:
 
-    * cycle t: the request is registered: its page number once per pair of entries (each
-      copy drives four comparators), the access direction once per bank of 8
-      entries, the endpoint ID decoded against the configured IDs, the reserved regions
-      (MSI window, RESERVED) checked.
+    * cycle t: the request is registered: its page number and the access direction once
+      per bank of 8 entries (no net fans out to more than 16 comparators), the endpoint
+      ID decoded against the configured IDs, the reserved regions (MSI window, RESERVED)
+      checked.
     * cycle t+1: the endpoint's state (attached, domain slot, bypass domain) is selected;
       every CAM entry compares its page copy with its ``[start, end]`` and its
       domain slot with the endpoint's (two carry chains and a small equality per entry)
@@ -111,16 +111,13 @@ class LookupPort(wiring.Component):
             s0.iova.eq(req.iova),
             s0.write.eq(req.write),
         ]
-        # One copy of the page number per pair of entries: each drives four comparators.
-        # With one copy per bank of 8 entries, the copy's net to a comparator placed away
-        # from the rest of its bank was the core's critical path (6.5 of 10.7 ns on that
-        # one route); one copy per entry made routing diverge (3,300 copy flip-flops fed
-        # from one register each bit). The copies' own input fans out to all of them,
-        # in a cycle with no logic.
-        PAIR = 2
+        # One copy of the page number per bank of 8 entries (16 comparators). Finer copies
+        # were tried: one per entry, and one per pair of entries, made router2 diverge on
+        # the 64-entry core (1,700 to 3,300 copy flip-flops, each input bit fanned out
+        # across the whole CAM).
         pages = []
-        for c in range((n + PAIR - 1) // PAIR):
-            copy = Signal(p.page_bits, name=f"page_pair{c}", reset_less=True,
+        for b in range((n + BANK - 1) // BANK):
+            copy = Signal(p.page_bits, name=f"page_bank{b}", reset_less=True,
                           attrs={"keep": 1})
             m.d.sync += copy.eq(req.iova[shift:p.iova_bits])
             pages.append(copy)
@@ -155,7 +152,7 @@ class LookupPort(wiring.Component):
             s1.write.eq(s0.write),
         ]
         for i in range(n):
-            t, page = self.tags[i], pages[i // PAIR]
+            t, page = self.tags[i], pages[i // BANK]
             readable = t.read | t.write if p.write_only_reads else t.read
             perm = Mux(writes[i // BANK], t.write, readable)
             m.d.sync += s1_hit[i].eq(t.valid & (t.dslot == ep_state.dslot) & perm &
