@@ -191,19 +191,7 @@ class LookupPort(wiring.Component):
         map_ok = s1_hit.any() & c.in_range
         mapped = use_map & map_ok
         allowed = Mux(use_map, map_ok, d_allowed)
-        # phys page = iova page + offset, as a carry-select adder: the two halves of the
-        # upper part are added with and without a carry in parallel with the lower part,
-        # so that the offset, which comes last (after the LUT RAM), runs through half a
-        # carry chain. The 52-bit chain behind the payload read was the core's critical
-        # path in several runs (91.0-93.4 MHz).
-        ppb = p.phys_page_bits
-        lo_w = ppb // 2
-        page = c.iova[shift:shift + ppb]
-        off = self.payload_data.offset
-        lo = page[:lo_w] + off[:lo_w]
-        hi_0 = page[lo_w:] + off[lo_w:]
-        hi_1 = (Cat(Const(1, 1), page[lo_w:]) + Cat(Const(1, 1), off[lo_w:]))[1:]  # + 1
-        phys = Cat(c.iova[:shift], lo[:lo_w], Mux(lo[lo_w], hi_1, hi_0)[:ppb - lo_w])
+        phys = Cat(c.iova[:shift], c.iova[shift:] + self.payload_data.offset)
         m.d.sync += [
             self.resp.valid.eq(c.valid),
             resp.endpoint.eq(c.endpoint),
