@@ -278,8 +278,8 @@ class _BurstSplitter(wiring.Component):
 
         MB = self._max_burst
         beat   = Signal(self._addr_width - lw)      # this burst's first beat (addr >> lw)
-        left   = Signal(range(max_beats + 1))       # beats left in the command, this burst's too
-        left_1 = Signal(range(max_beats + 1))       # left - 1
+        left_1 = Signal(range(max_beats + 1))       # beats left in the command (this burst's
+                                                    # too), minus one
         len_   = Signal(8)                          # this burst's beats - 1 (AxLEN)
         last   = Signal()                           # this burst is the command's last
         o      = Signal(lw)
@@ -301,21 +301,16 @@ class _BurstSplitter(wiring.Component):
         ]
         advance = burst.valid & burst.ready
         # After a burst that is not the command's last: it ended on a boundary, so the next
-        # one starts there (the upper beat bits advance by one) and runs min(left', MB)
-        # beats, left' = left - (len + 1) = left + ~len (one carry chain, and left' - 1 a
-        # second one in parallel).
+        # one starts there (the upper beat bits advance by one) and runs min(rest, MB)
+        # beats, rest = left - (len + 1) >= 1; rest - 1 = left_1 + ~len is one carry
+        # chain, and rest <= MB is rest - 1 < MB, a test of its upper bits.
         minus_n = Cat(~len_, Const(1, 1)).as_signed()     # -(len + 1), 9 bits
-        rest   = Signal.like(left)
-        rest_1 = Signal.like(left)
-        m.d.comb += [
-            rest.eq(left + minus_n),
-            rest_1.eq(left_1 + minus_n),
-        ]
-        rest_last = (rest[mb:] == 0) | (rest == MB)      # rest <= MB, without a chain
+        rest_1 = Signal.like(left_1)
+        m.d.comb += rest_1.eq(left_1 + minus_n)     # the write truncates to left_1's width
+        rest_last = rest_1[mb:] == 0
         with m.If(advance):
             m.d.sync += [
                 beat.eq(Cat(Const(0, mb), beat[mb:] + 1) if mb else beat + 1),
-                left.eq(rest),
                 left_1.eq(rest_1),
                 last.eq(rest_last),
                 len_.eq(Mux(rest_last, rest_1, MB - 1)),
@@ -346,7 +341,6 @@ class _BurstSplitter(wiring.Component):
         with m.If(cmd.valid & cmd.ready):
             m.d.sync += [
                 beat.eq(cmd.p.addr[lw:]),
-                left.eq(n_bus),
                 left_1.eq(end[lw:]),
                 last.eq(first_last),
                 len_.eq(Mux(first_last, end[lw:], to_bnd_1)),

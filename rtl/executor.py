@@ -9,7 +9,7 @@ from .layouts import (ReqBeat, RespBeat, Features, ReqType, Status,
                       AttachReq, DetachReq, MapReq, UnmapReq, ProbeReq, REQ_READABLE_SIZE,
                       REQ_TAIL_SIZE, mapping_entry_layout, endpoint_state_layout, DomainState)
 from .lookup import LOOKUP_LATENCY
-from .util import tree_or, tree_any, onehot_encode, priority_encode, ceil_log2
+from .util import tree_any, onehot_mux, onehot_encode, priority_encode, ceil_log2
 
 
 __all__ = ["Executor"]
@@ -220,9 +220,7 @@ class Executor(wiring.Component):
 
         # Helpers for endpoint / domain state.
         ep_index = onehot_encode(d.ep_oh, n_eps)
-        ep_cur = eps[0].shape()(tree_or(
-            [Cat(d.ep_oh[e].replicate(len(eps[e].as_value()))) & eps[e].as_value()
-             for e in range(n_eps)], len(eps[0].as_value())))
+        ep_cur = eps[0].shape()(onehot_mux(d.ep_oh, [eps[e] for e in range(n_eps)]))
 
         def others_in(slot):
             """Another attached endpoint than the request's is in domain slot ``slot``."""

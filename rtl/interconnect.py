@@ -5,7 +5,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import AXI4LiteSignature, Resp
-from .util import check_int, tree_any, tree_or
+from .util import check_int, tree_any, onehot_mux
 
 
 __all__ = ["AXI4LiteDecoder"]
@@ -115,7 +115,7 @@ class AXI4LiteDecoder(wiring.Component):
                           (miss_w & ~w_got)),
             bus.bvalid.eq(tree_any([w_busy & w_sel[i] & slaves[i].bvalid for i in range(n)]) |
                           (miss_w & w_got)),
-            bus.bresp.eq(tree_or([slaves[i].bresp & w_sel[i].replicate(2) for i in range(n)], 2) |
+            bus.bresp.eq(onehot_mux(w_sel, [s.bresp for s in slaves]) |
                          (miss_w.replicate(2) & Resp.DECERR)),
         ]
         with m.If(bus.awvalid & bus.awready):
@@ -142,9 +142,8 @@ class AXI4LiteDecoder(wiring.Component):
                                                 for i in range(n)]) | (ar_hit == 0))),
             bus.rvalid.eq(tree_any([r_busy & r_sel[i] & slaves[i].rvalid for i in range(n)]) |
                           miss_r),
-            bus.rdata.eq(tree_or([slaves[i].rdata & r_sel[i].replicate(self.data_width)
-                                  for i in range(n)], self.data_width)),
-            bus.rresp.eq(tree_or([slaves[i].rresp & r_sel[i].replicate(2) for i in range(n)], 2) |
+            bus.rdata.eq(onehot_mux(r_sel, [s.rdata for s in slaves])),
+            bus.rresp.eq(onehot_mux(r_sel, [s.rresp for s in slaves]) |
                          (miss_r.replicate(2) & Resp.DECERR)),
         ]
         with m.If(bus.arvalid & bus.arready):

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from .layouts import (lookup_request_layout, lookup_response_layout, mapping_tag_layout,
                       mapping_payload_layout, endpoint_state_layout, LookupVia, FaultReason,
                       ResvSubtype)
-from .util import tree_or, tree_any, ceil_log2, onehot_encode, uge
+from .util import tree_any, onehot_mux, ceil_log2, uge
 
 
 __all__ = ["LookupPort", "LOOKUP_LATENCY", "region_checks"]
@@ -115,25 +115,20 @@ class LookupPort(wiring.Component):
         # were tried: one per entry, and one per pair of entries, made router2 diverge on
         # the 64-entry core (1,700 to 3,300 copy flip-flops, each input bit fanned out
         # across the whole CAM).
-        pages = []
+        # The access direction too (it selects each entry's permission bit).
+        pages, writes = [], []
         for b in range((n + BANK - 1) // BANK):
-            copy = Signal(p.page_bits, name=f"page_bank{b}", reset_less=True,
+            page = Signal(p.page_bits, name=f"page_bank{b}", reset_less=True,
                           attrs={"keep": 1})
-            m.d.sync += copy.eq(req.iova[shift:p.iova_bits])
-            pages.append(copy)
-        # The access direction, once per bank (it selects each entry's permission bit).
-        writes = []
-        for b in range((n + BANK - 1) // BANK):
-            copy = Signal(name=f"write_bank{b}", reset_less=True, attrs={"keep": 1})
-            m.d.sync += copy.eq(req.write)
-            writes.append(copy)
+            write = Signal(name=f"write_bank{b}", reset_less=True, attrs={"keep": 1})
+            m.d.sync += [page.eq(req.iova[shift:p.iova_bits]), write.eq(req.write)]
+            pages.append(page)
+            writes.append(write)
 
         # --- stage 2: decode the endpoint, compare every entry ---------------------------
         ep_hit = s0.ep_hit
-        ep_state = self.endpoints[0].shape()(tree_or(
-            [Cat(ep_hit[e].replicate(len(self.endpoints[e].as_value()))) &
-             self.endpoints[e].as_value() for e in range(n_eps)],
-            len(self.endpoints[0].as_value())))
+        ep_state = self.endpoints[0].shape()(onehot_mux(
+            ep_hit, [self.endpoints[e] for e in range(n_eps)]))
         s1_hit = Signal(n)
         s1 = Signal(data.StructLayout({
             "valid": 1, "known": 1, "attached": 1, "bypass": 1, "ub": 1, "msi": 1, "resv": 1,

@@ -6,7 +6,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .layouts import mapping_entry_layout, mapping_tag_layout, mapping_payload_layout
-from .util import priority_encode, onehot_encode, tree_or, ceil_log2, uge
+from .util import priority_encode, onehot_encode, onehot_mux, ceil_log2, uge
 
 
 __all__ = ["MappingTable", "PAYLOAD_BANK"]
@@ -29,8 +29,7 @@ class MappingTable(wiring.Component):
 
     The payloads are stored in banks of 16 entries (one 16-deep LUT RAM each, the depth of
     an ECP5 distributed RAM), so that a read port selected by a one-hot vector addresses
-    each bank from its own 16 select bits (2 LUT levels) instead of encoding one index
-    from all of them.
+    each bank from its own 16 select bits instead of encoding one index from all of them.
 
     Ports
     -----
@@ -38,8 +37,9 @@ class MappingTable(wiring.Component):
         Every entry's tag, for the lookup ports.
     payload_sel, payload_data : In / Out, one pair per read port
         Asynchronous read: ``payload_data`` is the payload of the entry whose bit is set
-        in ``payload_sel`` (at most one may be; none gives 0). Delay: 2 LUT levels of
-        select decode, the RAM, 2 LUT levels of bank select.
+        in ``payload_sel`` (at most one may be; none gives 0). Each bank encodes its own
+        select bits into its RAM's address, and the banks' outputs are combined by
+        :func:`~.util.onehot_mux`.
     write_en, write_index : In
         Store the entry presented on ``write_entry`` in the previous cycle at
         ``write_index``, at the next clock edge. The slot must be invalid (the executor
@@ -143,11 +143,9 @@ class MappingTable(wiring.Component):
                 sel = self.payload_sel[k][b * PB:b * PB + mem.depth]
                 rd = mem.read_port(domain="comb")
                 m.d.comb += rd.addr.eq(onehot_encode(sel, mem.depth))
-                reads[k].append((sel.any(), rd.data.as_value()))
+                reads[k].append((sel.any(), rd.data))
         for k in range(self._read_ports):
-            width = len(self.payload_data[k].as_value())
-            m.d.comb += self.payload_data[k].eq(
-                tree_or([data_ & any_.replicate(width) for any_, data_ in reads[k]], width))
+            m.d.comb += self.payload_data[k].eq(onehot_mux(*zip(*reads[k])))
 
         # The query operands are registered once per bank of BANK entries, so that no net
         # fans out to more than BANK comparators. "keep" marks the copies as deliberate

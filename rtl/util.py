@@ -3,8 +3,8 @@
 from amaranth.hdl import Const, Signal, Cat, Mux, unsigned
 
 
-__all__ = ["check_int", "tree_or", "tree_any", "priority_encode", "onehot_encode", "ceil_log2", "uge",
-           "component_ports"]
+__all__ = ["check_int", "tree_or", "tree_any", "onehot_mux", "priority_encode", "onehot_encode",
+           "ceil_log2", "uge", "component_ports"]
 
 
 def check_int(name, value, lo, hi, *, power_of_two=False):
@@ -37,6 +37,17 @@ def tree_or(values, width):
 def tree_any(bits):
     """OR-reduction of a list of 1-bit values."""
     return tree_or(bits, 1)
+
+
+def onehot_mux(selects, values):
+    """The value whose select bit is set, as an AND-OR tree (at most one bit may be set;
+    none gives 0): ``values`` are cast to ``Value`` (a ``data.View`` gives its bits), all
+    of the first one's width. Two LUT4 levels pick one of up to 8 values after the
+    selects, where an If/Elif chain of multiplexers is as deep as the list is long."""
+    from amaranth.hdl import Value
+    values = [Value.cast(v) for v in values]
+    width = len(values[0])
+    return tree_or([v & s.replicate(width) for s, v in zip(selects, values)], width)
 
 
 def onehot_encode(onehot, n):
