@@ -137,6 +137,7 @@ class Core(wiring.Component):
             m.d.comb += [
                 port.tags.eq(table.tags),
                 table.payload_sel[i].eq(port.payload_sel),
+                table.payload_en[i].eq(port.payload_en),
                 port.payload_data.eq(table.payload_data[i]),
                 port.endpoints.eq(executor.endpoints),
                 port.unattached_bypass.eq(executor.unattached_bypass),

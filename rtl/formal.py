@@ -120,6 +120,7 @@ class _NoDomainCheckLookupPort(LookupPort):
             inner.unattached_bypass.eq(self.unattached_bypass),
         ]
         m.d.comb += [self.payload_sel.eq(inner.payload_sel),
+                     self.payload_en.eq(inner.payload_en),
                      inner.payload_data.eq(self.payload_data)]
         for i in range(self._params.entries):
             m.d.comb += [inner.tags[i].eq(self.tags[i]), inner.tags[i].dslot.eq(0)]

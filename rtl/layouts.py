@@ -368,7 +368,8 @@ def lookup_response_layout(endpoint_width):
     ``allowed``: the access may proceed to ``phys``. ``mmio``: the hit mapping is MMIO (device
     memory type: do not buffer, combine or split). ``via``: why it was allowed. When denied,
     ``reason`` / ``flags`` are the fault report's fields (:class:`FaultReason`,
-    :class:`FaultFlag`) and ``endpoint`` / ``iova`` echo the request for the report.
+    :class:`FaultFlag`), ``phys`` is ``iova`` and ``mmio`` is 0 (a denial carries no
+    translation), and ``endpoint`` / ``iova`` echo the request for the report.
     """
     return data.StructLayout({
         "allowed":  unsigned(1),

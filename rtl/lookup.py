@@ -39,11 +39,12 @@ class LookupPort(wiring.Component):
 
     Pipeline:
 
-    * cycle t: the request is registered: its page number and the access direction once
-      per bank of 8 entries (no net fans out to more than 16 comparators), the endpoint
-      ID decoded against the configured IDs, the reserved regions (MSI window, RESERVED)
+    * cycle t: the request is registered: its page number, the access direction and the
+      endpoint ID decoded against the configured IDs once per bank of 8 entries (no net
+      fans out to more than 16 comparators), the reserved regions (MSI window, RESERVED)
       checked.
-    * cycle t+1: the endpoint's state (attached, domain slot, bypass domain) is selected;
+    * cycle t+1: the endpoint's state (attached, bypass domain) is selected, and each bank
+      selects the endpoint's domain slot from its own copy of the decoded ID;
       every CAM entry compares its page copy with its ``[start, end]`` and its
       domain slot with the endpoint's (two carry chains and a small equality per entry)
       and takes the permission the access needs from its ``read`` / ``write`` bits.
@@ -52,12 +53,13 @@ class LookupPort(wiring.Component):
       (one flip-flop per entry): no reduction across entries follows the carry chains in
       this cycle.
     * cycle t+2: the one-hot verdict vector reads the entry's offset and memory type from
-      the table's LUT RAM (each bank of 16 entries addressed by its own 16 bits, see
+      the table's LUT RAM (each bank of 8 entries addressed by its own 8 bits, see
       :class:`~.mapping_table.MappingTable`) and adds
-      ``phys = iova + (offset << page_shift)``. The decision from the endpoint's state and
-      the reserved regions is made from flip-flops alongside; the table's verdict (any
-      bit set) and ``phys`` enter only its last multiplexer, registered onto :attr:`resp`
-      for cycle t+3.
+      ``phys = iova + (offset << page_shift)``, the offset read as 0 unless the table
+      decides (``payload_en``, registered in cycle t+1), so the sum is the response's ``phys`` as it
+      stands. The decision from the endpoint's state and the reserved regions is made
+      from flip-flops alongside; the table's verdict (any bit set) enters only its last
+      multiplexer. Everything is registered onto :attr:`resp` for cycle t+3.
 
     The state inputs (:attr:`tags`, :attr:`payload_data`, :attr:`endpoints`,
     :attr:`unattached_bypass`) come
@@ -76,6 +78,7 @@ class LookupPort(wiring.Component):
             "tags": In(data.ArrayLayout(
                 mapping_tag_layout(params.page_bits, self._dslot_bits), params.entries)),
             "payload_sel": Out(params.entries),
+            "payload_en": Out(1),
             "payload_data": In(mapping_payload_layout(params.phys_page_bits)),
             "endpoints": In(data.ArrayLayout(endpoint_state_layout(self._dslot_bits), n_eps)),
             "unattached_bypass": In(1),
@@ -116,14 +119,21 @@ class LookupPort(wiring.Component):
         # the 64-entry core (1,700 to 3,300 copy flip-flops, each input bit fanned out
         # across the whole CAM).
         # The access direction too (it selects each entry's permission bit).
-        pages, writes = [], []
+        # And the decoded endpoint: each bank selects the endpoint's domain slot itself,
+        # so the selected slot does not fan out from one net to all 64 entries (it did, as
+        # the 64-entry core's critical path: 6.4 ns on that one route).
+        pages, writes, ep_hits = [], [], []
         for b in range((n + BANK - 1) // BANK):
             page = Signal(p.page_bits, name=f"page_bank{b}", reset_less=True,
                           attrs={"keep": 1})
             write = Signal(name=f"write_bank{b}", reset_less=True, attrs={"keep": 1})
-            m.d.sync += [page.eq(req.iova[shift:p.iova_bits]), write.eq(req.write)]
+            ep_hit_b = Signal(n_eps, name=f"ep_hit_bank{b}", reset_less=True,
+                              attrs={"keep": 1})
+            m.d.sync += [page.eq(req.iova[shift:p.iova_bits]), write.eq(req.write),
+                         ep_hit_b.eq(ep_hit_in)]
             pages.append(page)
             writes.append(write)
+            ep_hits.append(ep_hit_b)
 
         # --- stage 2: decode the endpoint, compare every entry ---------------------------
         ep_hit = s0.ep_hit
@@ -132,9 +142,14 @@ class LookupPort(wiring.Component):
         s1_hit = Signal(n)
         s1 = Signal(data.StructLayout({
             "valid": 1, "known": 1, "attached": 1, "bypass": 1, "ub": 1, "msi": 1, "resv": 1,
-            "in_range": 1, "endpoint": len(req.endpoint), "iova": 64, "write": 1}))
+            "in_range": 1, "map_en": 1, "endpoint": len(req.endpoint), "iova": 64,
+            "write": 1}))
         m.d.sync += [
             s1.valid.eq(s0.valid),
+            # The table decides (stage 3's ``use_map`` and the input range), from flip-flops.
+            s1.map_en.eq(ep_hit.any() & ep_state.attached & ~ep_state.bypass &
+                         ~(ep_hit & s0.msi).any() & ~(ep_hit & s0.resv).any() &
+                         s0.in_range),
             s1.known.eq(ep_hit.any()),
             s1.attached.eq(ep_state.attached),
             s1.bypass.eq(ep_state.bypass),
@@ -146,16 +161,18 @@ class LookupPort(wiring.Component):
             s1.iova.eq(s0.iova),
             s1.write.eq(s0.write),
         ]
+        bank_dslot = [onehot_mux(ep_hits[b], [self.endpoints[e].dslot for e in range(n_eps)])
+                      for b in range(len(ep_hits))]
         for i in range(n):
             t, page = self.tags[i], pages[i // BANK]
             readable = t.read | t.write if p.write_only_reads else t.read
             perm = Mux(writes[i // BANK], t.write, readable)
-            m.d.sync += s1_hit[i].eq(t.valid & (t.dslot == ep_state.dslot) & perm &
+            m.d.sync += s1_hit[i].eq(t.valid & (t.dslot == bank_dslot[i // BANK]) & perm &
                                      uge(page, t.start) & uge(t.end, page))
 
         # --- stage 3: read the hit entry's payload (LUT RAM), add, decide ----------------
         # At most one entry hits: the table reads its payload by the one-hot vector.
-        m.d.comb += self.payload_sel.eq(s1_hit)
+        m.d.comb += [self.payload_sel.eq(s1_hit), self.payload_en.eq(s1.map_en)]
         c = s1
         resp = self.resp.payload
         access = Cat(~c.write, c.write, Const(0, 6), Const(1, 1))
@@ -184,9 +201,13 @@ class LookupPort(wiring.Component):
         with m.Else():
             m.d.comb += use_map.eq(1)
         map_ok = s1_hit.any() & c.in_range
-        mapped = use_map & map_ok
         allowed = Mux(use_map, map_ok, d_allowed)
-        phys = Cat(c.iova[:shift], c.iova[shift:] + self.payload_data.offset)
+        # The table reads 0 when no entry hits, and when ``payload_en`` (``map_en``) is 0:
+        # its payload is 0 unless the access is translated (``use_map & map_ok``), so the
+        # untranslated ``phys = iova`` is ``iova + 0``, and the adder's sum goes straight
+        # into the response register, with no multiplexer behind the carry chain.
+        payload = self.payload_data
+        phys = Cat(c.iova[:shift], c.iova[shift:] + payload.offset)
         m.d.sync += [
             self.resp.valid.eq(c.valid),
             resp.endpoint.eq(c.endpoint),
@@ -196,7 +217,7 @@ class LookupPort(wiring.Component):
             resp.via.eq(Mux(use_map, Mux(map_ok, LookupVia.MAPPING, LookupVia.NONE), d_via)),
             resp.reason.eq(Mux(use_map, Mux(map_ok, 0, FaultReason.MAPPING), d_reason)),
             resp.flags.eq(Mux(allowed, 0, access)),
-            resp.phys.eq(Mux(mapped, phys, c.iova)),
-            resp.mmio.eq(mapped & self.payload_data.mmio),
+            resp.phys.eq(phys),
+            resp.mmio.eq(payload.mmio),
         ]
         return m

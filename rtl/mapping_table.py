@@ -12,8 +12,10 @@ from .util import priority_encode, onehot_encode, onehot_mux, ceil_log2, uge
 __all__ = ["MappingTable", "PAYLOAD_BANK"]
 
 
-#: Entries per payload memory (the depth of an ECP5 distributed RAM).
-PAYLOAD_BANK = 16
+#: Entries per payload memory. Half the depth of an ECP5 distributed RAM (16): a bank's
+#: address is then encoded from 8 select bits, each address bit an OR of 4 (one LUT4
+#: level in front of the RAM, where 16 select bits took two), in the lookup's last stage.
+PAYLOAD_BANK = 8
 
 
 class MappingTable(wiring.Component):
@@ -27,19 +29,20 @@ class MappingTable(wiring.Component):
     entry's payload through a read port (see :class:`~.lookup.LookupPort`); the request
     executor decides what to change.
 
-    The payloads are stored in banks of 16 entries (one 16-deep LUT RAM each, the depth of
-    an ECP5 distributed RAM), so that a read port selected by a one-hot vector addresses
-    each bank from its own 16 select bits instead of encoding one index from all of them.
+    The payloads are stored in banks of :data:`PAYLOAD_BANK` (8) entries, one LUT RAM each,
+    so that a read port selected by a one-hot vector addresses each bank from its own 8
+    select bits instead of encoding one index from all of them.
 
     Ports
     -----
     tags : Out(ArrayLayout(tag, entries))
         Every entry's tag, for the lookup ports.
-    payload_sel, payload_data : In / Out, one pair per read port
+    payload_sel, payload_en, payload_data : In / In / Out, one set per read port
         Asynchronous read: ``payload_data`` is the payload of the entry whose bit is set
-        in ``payload_sel`` (at most one may be; none gives 0). Each bank encodes its own
-        select bits into its RAM's address, and the banks' outputs are combined by
-        :func:`~.util.onehot_mux`.
+        in ``payload_sel`` (at most one may be; none gives 0), or 0 when ``payload_en``
+        is 0 (it is 1 when left unconnected). Each bank encodes its own select bits into
+        its RAM's address, and the banks' outputs are combined by
+        :func:`~.util.onehot_mux` with ``payload_en`` folded into each bank's select.
     write_en, write_index : In
         Store the entry presented on ``write_entry`` in the previous cycle at
         ``write_index``, at the next clock edge. The slot must be invalid (the executor
@@ -90,6 +93,7 @@ class MappingTable(wiring.Component):
         super().__init__({
             "tags":          Out(data.ArrayLayout(tag, entries)),
             "payload_sel":   In(entries).array(read_ports),
+            "payload_en":    In(1, init=1).array(read_ports),
             "payload_data":  Out(self._payload).array(read_ports),
             "write_en":      In(1),
             "write_index":   In(range(entries)),
@@ -143,7 +147,7 @@ class MappingTable(wiring.Component):
                 sel = self.payload_sel[k][b * PB:b * PB + mem.depth]
                 rd = mem.read_port(domain="comb")
                 m.d.comb += rd.addr.eq(onehot_encode(sel, mem.depth))
-                reads[k].append((sel.any(), rd.data))
+                reads[k].append((sel.any() & self.payload_en[k], rd.data))
         for k in range(self._read_ports):
             m.d.comb += self.payload_data[k].eq(onehot_mux(*zip(*reads[k])))
 

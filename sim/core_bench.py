@@ -89,9 +89,15 @@ def rtl_snapshot(params, tags, payloads, endpoints, domains):
 
 
 def translation_of(resp):
-    """A model :class:`Translation` from a lookup response view (``data.Const``)."""
+    """A model :class:`Translation` from a lookup response view (``data.Const``).
+
+    Also checks what the model does not: a denied lookup carries no translation (``phys``
+    is the request's ``iova``, ``mmio`` is 0), so a consumer that ignores ``allowed``
+    learns no other address space's address."""
     if resp.allowed:
         return Translation(True, phys=resp.phys, mmio=bool(resp.mmio), via=LookupVia(resp.via))
+    assert resp.phys == resp.iova and not resp.mmio, \
+        f"denied lookup of {resp.iova:#x} answers phys={resp.phys:#x} mmio={resp.mmio}"
     return Translation(False, reason=resp.reason, flags=resp.flags)
 
 

@@ -325,6 +325,24 @@ def test_input_range():
     run(body, params=CoreParams(input_range=(0, 2**48 - 1), **SMALL))
 
 
+def test_lookup_beyond_input_range_is_denied_untranslated():
+    """The lookup compares only the page-number bits inside the input range, so an IOVA
+    above it has the page number of a mapped page in its low bits: it must still be denied,
+    and with no translated address or memory type in the answer (``translation_of``
+    checks ``phys == iova`` and ``mmio == 0`` on every denial)."""
+    top = 2**48
+
+    async def body(h):
+        await h.req(attach(1, 0), expect=Status.OK)
+        await h.req(map_(1, G, 2 * G - 1, 0x5000_0000, MapFlag.READ | MapFlag.WRITE |
+                         MapFlag.MMIO), expect=Status.OK)
+        await h.expect_lookup(0, G + 8, True, allow(0x5000_0008, mmio=True))
+        for alias in (top + G + 8, (1 << 63) + G, U64 - top + 1 + G):
+            for w in (False, True):
+                await h.expect_lookup(0, alias, w, deny(FaultReason.MAPPING, w))
+    run(body, params=CoreParams(input_range=(0, top - 1), **SMALL))
+
+
 def test_input_range_start():
     lo = 0x100000
 
