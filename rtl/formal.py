@@ -37,6 +37,9 @@ needs them; every cycle)
       MSI region; ``phys = iova``;
     * never via NONE.
 
+    A denied lookup, and a BYPASS or MSI grant, carries no translation: ``phys = iova``
+    and ``mmio = 0``.
+
     All of it is judged against the state, features and ``bypass`` of cycle ``t`` (the
     harness delays its verdicts by 3 cycles), as the ordering contract of :mod:`.core`
     promises, even though the lookup reads the hit entry's payload in cycle ``t + 1``.
@@ -429,6 +432,11 @@ class CoreFormal(Elaboratable):
                         (then.ok_msi & (resp.phys == then.iova)),
                         f"port {k}: unjustified MSI grant")
             self._check(m, ~(allowed & (via == LookupVia.NONE)), f"port {k}: grant via NONE")
+            # Only a MAPPING grant carries a translation: a denial, and a BYPASS or MSI
+            # grant, answer ``phys = iova`` and no MMIO memory type.
+            self._check(m, ~port.resp.valid | (allowed & (via == LookupVia.MAPPING)) |
+                        ((resp.phys == then.iova) & ~resp.mmio),
+                        f"port {k}: a translation on an answer that is not a MAPPING grant")
 
     # --- property 3: failed requests change nothing -------------------------------------
 
