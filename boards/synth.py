@@ -97,7 +97,8 @@ HEARTBEAT_S = 60.0
 #: converge in reasonable time on the 64-entry CAM; the electrostatic placer (``static``)
 #: starts router2 from a placement with ~40 % less wire than the default ``heap`` placer
 #: and, on the same 64-entry core netlist with seed 1, gave 97.5 MHz against heap's 91-93
-#: (2026-12-02; the device: 84.5 against 77.5 MHz).
+#: (2026-12-02; the device: 84.5 MHz on 451dcf9 against heap's 77.5 on acd433d, two
+#: revisions that differ only by review mends).
 NEXTPNR_ECP5_ARGS = ("--router", "router2", "--placer", "static")
 # Not used: ``--tmg-ripup`` (timing-driven rip-up in the router). It took the 64-entry core
 # from 86.4 to 99.8 MHz once (865dde7, seed 1), but on two later core netlists and on the

@@ -56,8 +56,8 @@ class LookupPort(wiring.Component):
       the table's LUT RAM (each bank of 8 entries addressed by its own 8 bits, see
       :class:`~.mapping_table.MappingTable`) and adds
       ``phys = iova + (offset << page_shift)``, the offset read as 0 unless the table
-      decides (``payload_en``, registered in cycle t+1), so the sum is the response's ``phys`` as it
-      stands. The decision from the endpoint's state and the reserved regions is made
+      decides (``payload_en``, registered in cycle t+1), so the sum is the response's
+      ``phys`` as it stands. The decision from the endpoint's state and the reserved regions is made
       from flip-flops alongside; the table's verdict (any bit set) enters only its last
       multiplexer. Everything is registered onto :attr:`resp` for cycle t+3.
 
@@ -146,7 +146,10 @@ class LookupPort(wiring.Component):
             "write": 1}))
         m.d.sync += [
             s1.valid.eq(s0.valid),
-            # The table decides (stage 3's ``use_map`` and the input range), from flip-flops.
+            # The table decides: stage 3's ``use_map`` (the Else of its decision chain,
+            # written out here once more from the same stage-1 flags) and the input range.
+            # A mismatch would show: formal's "no translation unless MAPPING" and every
+            # test's ``translation_of`` check on denials.
             s1.map_en.eq(ep_hit.any() & ep_state.attached & ~ep_state.bypass &
                          ~(ep_hit & s0.msi).any() & ~(ep_hit & s0.resv).any() &
                          s0.in_range),

@@ -42,8 +42,8 @@ def tree_any(bits):
 def onehot_mux(selects, values):
     """The value whose select bit is set, as an AND-OR tree (at most one bit may be set;
     none gives 0): ``values`` are cast to ``Value`` (a ``data.View`` gives its bits), all
-    of the first one's width. Two LUT4 levels pick one of up to 8 values after the
-    selects, where an If/Elif chain of multiplexers is as deep as the list is long."""
+    of the first one's width. Its depth grows with the log of the list's length, where an
+    If/Elif chain of multiplexers is as deep as the list is long."""
     from amaranth.hdl import Value
     values = [Value.cast(v) for v in values]
     width = len(values[0])
