@@ -125,9 +125,10 @@ class BoardControl(wiring.Component):
         ``bvalid`` the cycle after; AR in t gives ``rvalid`` in t+2.
     lookup : In(flat_lookup_signature(endpoint_width))
         The device's lookup port 0, driven by the probe: a write of PROBE_CTRL with go=1
-        presents one request (``req_valid`` for one cycle, the cycle after the write
-        executes) with PROBE_ENDPOINT / IOVA / the write flag, clears PROBE_RESULT.done,
-        and the response three cycles later is latched (done=1, PROBE_COUNT + 1). The
+        presents one request (``req_valid`` from the cycle after the write executes until
+        ``req_ready``) with PROBE_ENDPOINT / IOVA / the write flag, clears
+        PROBE_RESULT.done, and the response three cycles after its acceptance is latched
+        (done=1, PROBE_COUNT + 1). The
         host issues one probe at a time (it reads the result before the next go).
     irq, driver_ok : In(1)
         Levels shown in STATUS (and on LEDs).
@@ -227,8 +228,9 @@ class BoardControl(wiring.Component):
             m.d.sync += p_iova[32:].eq(_merge(p_iova[32:], w_data, w_strb))
 
         ctrl = ProbeControl(_merge(Const(0, 32), w_data, w_strb))
-        go = Signal()
-        m.d.sync += go.eq(0)
+        go = Signal()       # the probe's request is valid until the port accepts it
+        with m.If(self.lookup.req_ready):
+            m.d.sync += go.eq(0)
         with m.If(wr(BoardReg.PROBE_CTRL)):
             with m.If(w_strb[0]):
                 m.d.sync += p_write.eq(ctrl.write)

@@ -3,12 +3,18 @@
 Data flow::
 
     req (ReqBeat stream) --> Executor --> resp (RespBeat stream)
-                               |  ^
-                   write/kill/ |  | query results
-                       query   v  |
-                           MappingTable ----entries----+
-                               Executor --endpoints----+--> LookupPort[i] --> lookup[i].resp
-                                            lookup[i].req -----^
+                             |   |  ^
+                  write/kill |   |  | query results (x_ge_start, y_le_end, in_domain)
+                             v   |  |
+                    MappingTable |  |
+                             |   |  |
+                     entries +---|--|----------+
+                                 v  |          v
+                         query   LookupPort[0] ... LookupPort[i] --> lookup[i].resp
+             Executor --endpoints--^               ^-- lookup[i].req
+
+Lookup port 0's CAM comparators answer the executor's management queries in the cycles
+it announces (``ready`` is 0 on that port then), so the table itself compares nothing.
 
 The core knows nothing of virtqueues or transports: a virtqueue engine streams it each
 request's readable bytes and writes back what it answers; the transport provides the
@@ -49,9 +55,11 @@ __all__ = ["Core", "LookupSignature", "LOOKUP_LATENCY"]
 
 
 def LookupSignature(endpoint_width):
-    """A lookup port seen from the core: requests in, responses out (3 cycles later)."""
+    """A lookup port seen from the core: requests in (``ready`` is 0 in the cycles the
+    port's comparators answer a management query, see :class:`~.lookup.LookupPort`),
+    responses out (3 cycles after the request is accepted)."""
     return wiring.Signature({
-        "req":  In(stream.Signature(lookup_request_layout(endpoint_width), always_ready=True)),
+        "req":  In(stream.Signature(lookup_request_layout(endpoint_width))),
         "resp": Out(stream.Signature(lookup_response_layout(endpoint_width),
                                      always_ready=True)),
     })
@@ -71,6 +79,9 @@ class Core(wiring.Component):
         What to write into each request's device-writable part, in request order.
     lookup : Out(LookupSignature).array(lookup_ports)
         Translation lookup ports, one lookup per cycle each, answered 3 cycles later.
+        Port 0's comparators also answer the executor's management queries: its
+        ``req.ready`` is 0 for one cycle per request (two per UNMAP); the other ports'
+        ``ready`` is always 1.
     features : In(Features)
         Negotiated features (only the device-specific ones matter here).
     bypass : In(1)
@@ -106,7 +117,8 @@ class Core(wiring.Component):
                                   dslot_bits=ceil_log2(params.n_endpoints),
                                   phys_page_bits=params.phys_page_bits,
                                   read_ports=params.lookup_ports)
-        self.lookup_ports = [LookupPort(params) for _ in range(params.lookup_ports)]
+        self.lookup_ports = [LookupPort(params, query=i == 0)
+                             for i in range(params.lookup_ports)]
 
     def elaborate(self, platform):
         m = Module()
@@ -124,11 +136,16 @@ class Core(wiring.Component):
             self.busy.eq(executor.busy),
         ]
         for name in ("write_en", "write_index", "write_sel", "write_entry", "kill",
-                     "kill_dslot_en", "kill_dslot", "query_x", "query_y", "query_dslot"):
+                     "kill_dslot_en", "kill_dslot"):
             m.d.comb += getattr(table, name).eq(getattr(executor, f"table_{name}"))
-        for name in ("x_ge_start", "y_le_end", "in_domain", "free_valid", "free_index",
-                     "free_onehot"):
+        for name in ("free_valid", "free_index", "free_onehot"):
             m.d.comb += getattr(executor, f"table_{name}").eq(getattr(table, name))
+        # The management queries are answered by lookup port 0's comparators.
+        cam = self.lookup_ports[0]
+        for name in ("query_next", "query_x", "query_y", "query_dslot"):
+            m.d.comb += getattr(cam, name).eq(getattr(executor, f"table_{name}"))
+        for name in ("x_ge_start", "y_le_end", "in_domain"):
+            m.d.comb += getattr(executor, f"table_{name}").eq(getattr(cam, name))
 
         for i, port in enumerate(self.lookup_ports):
             m.submodules[f"lookup{i}"] = port

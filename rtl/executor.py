@@ -44,7 +44,13 @@ class Executor(wiring.Component):
     unattached_bypass : Out(1)
         Unattached endpoints bypass translation (BYPASS_CONFIG and bypass = 1, or F_BYPASS).
     table_* : Out/In
-        Connected to the mapping table (see :class:`~.mapping_table.MappingTable`).
+        Connected to the mapping table (see :class:`~.mapping_table.MappingTable`), except
+        ``table_query_*`` and the answers ``table_x_ge_start``, ``table_y_le_end``,
+        ``table_in_domain``: those go to lookup port 0, whose comparators answer the
+        queries (see :class:`~.lookup.LookupPort`). ``table_query_next`` announces a query
+        one cycle ahead: it is 1 in RECV's last beat (DECODE queries for MAP's and UNMAP's
+        overlap) and in an UNMAP's DECODE (CHECK queries for its coverage), so a lookup
+        stream loses one cycle per request and two per UNMAP.
 
     Timing (cycles, one beat per cycle on both streams)::
 
@@ -88,6 +94,7 @@ class Executor(wiring.Component):
             "table_kill":          Out(params.entries),
             "table_kill_dslot_en": Out(1),
             "table_kill_dslot":    Out(self._dslot_bits),
+            "table_query_next":    Out(1),
             "table_query_x":       Out(params.page_bits),
             "table_query_y":       Out(params.page_bits),
             "table_query_dslot":   Out(self._dslot_bits),
@@ -275,6 +282,7 @@ class Executor(wiring.Component):
                     ]
                     with m.If(beat_in.last):
                         m.d.sync += wlen.eq(beat_in.wlen)
+                        m.d.comb += self.table_query_next.eq(1)     # DECODE queries
                         m.next = "DECODE"
 
             with m.State("DECODE"):
@@ -305,6 +313,8 @@ class Executor(wiring.Component):
                     self.table_query_y.eq(map_.virt_start[shift:ib]),
                     self.table_query_dslot.eq(onehot_encode(Cat(dom_hit), n_eps)),
                 ]
+                # CHECK queries again for UNMAP's coverage test.
+                m.d.comb += self.table_query_next.eq(is_(ReqType.UNMAP))
                 dom_bypass = tree_any([dom_hit[s] & doms[s].bypass for s in range(n_eps)])
                 m.d.sync += [
                     d.type_ok.eq((rtype >= ReqType.ATTACH) & (rtype <= ReqType.PROBE) &

@@ -22,8 +22,9 @@ needs them; every cycle)
     I7 live domain slots hold distinct domain IDs.
 
 ``lookup`` (property 1, lookup soundness), for every lookup port
-    A lookup presented in cycle ``t`` is answered in cycle ``t + 3`` (and only then), with
-    the request echoed. If it is allowed:
+    A lookup accepted in cycle ``t`` (``valid`` and ``ready``; ``ready`` is free to be 0
+    while port 0's comparators answer a management query) is answered in cycle ``t + 3``
+    (and only then), with the request echoed. If it is allowed:
 
     * via MAPPING: the endpoint is known and attached to a live non-bypass domain, the
       address is in none of the endpoint's reserved regions, and a valid entry of that
@@ -110,13 +111,15 @@ def small_params(**kwargs):
 
 class _NoDomainCheckLookupPort(LookupPort):
     """Mutant lookup port: the real one, fed with every domain slot forced to 0, so every
-    valid entry matches every attached endpoint (domain isolation is gone)."""
+    valid entry matches every attached endpoint (domain isolation is gone). Port 0's
+    management queries see the same tags, so MAP's and UNMAP's domain tests break too."""
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.inner = inner = LookupPort(self._params)
+        m.submodules.inner = inner = LookupPort(self._params, query=self.query)
         m.d.comb += [
             inner.req.valid.eq(self.req.valid),
+            self.req.ready.eq(inner.req.ready),
             inner.req.payload.eq(self.req.payload),
             self.resp.valid.eq(inner.resp.valid),
             self.resp.payload.eq(inner.resp.payload),
@@ -125,6 +128,11 @@ class _NoDomainCheckLookupPort(LookupPort):
         m.d.comb += [self.payload_sel.eq(inner.payload_sel),
                      self.payload_en.eq(inner.payload_en),
                      inner.payload_data.eq(self.payload_data)]
+        if self.query:
+            for name in ("query_next", "query_x", "query_y", "query_dslot"):
+                m.d.comb += getattr(inner, name).eq(getattr(self, name))
+            for name in ("x_ge_start", "y_le_end", "in_domain"):
+                m.d.comb += getattr(self, name).eq(getattr(inner, name))
         for i in range(self._params.entries):
             m.d.comb += [inner.tags[i].eq(self.tags[i]), inner.tags[i].dslot.eq(0)]
         for e in range(self._params.n_endpoints):
@@ -350,7 +358,8 @@ class CoreFormal(Elaboratable):
             # next cycle: the verdict is computed from the request one cycle late.
             req = Signal.like(port.req.payload, name=f"req{k}_d1")
             req_valid = Signal(name=f"req{k}_valid_d1")
-            m.d.sync += [req.eq(port.req.payload), req_valid.eq(port.req.valid)]
+            m.d.sync += [req.eq(port.req.payload),
+                         req_valid.eq(port.req.valid & port.req.ready)]
             ep_hit = [req.endpoint == ep_id for ep_id in p.endpoint_ids]
             known = tree_any(ep_hit)
             attached = tree_any([ep_hit[e] & eps[e].attached for e in range(n_eps)])

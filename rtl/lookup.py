@@ -32,10 +32,24 @@ def region_checks(params, addr):
 class LookupPort(wiring.Component):
     """One translation lookup port, fully pipelined.
 
-    A request ``{endpoint, iova, write}`` presented on :attr:`req` (``valid`` high) in cycle
-    ``t`` is answered on :attr:`resp` in cycle ``t + 3``; one request per cycle, no
-    backpressure. The request is decided against the table state of cycle ``t + 1`` (see
-    the ordering contract in :mod:`.core`).
+    A request ``{endpoint, iova, write}`` accepted on :attr:`req` (``valid`` and ``ready``
+    high) in cycle ``t`` is answered on :attr:`resp` in cycle ``t + 3``; one request per
+    cycle. The request is decided against the table state of cycle ``t + 1`` (see the
+    ordering contract in :mod:`.core`). ``ready`` is a flip-flop: it is 1 in every cycle
+    but those in which the port's comparators answer a management query (below).
+
+    With ``query=True`` the port's CAM comparators also answer the request executor's
+    management queries (MAP's overlap test, UNMAP's overlap and coverage tests), so that
+    the table needs no second set of comparators: two 52-bit carry chains per entry, a
+    third of the 64-entry core's logic. A query announced by ``query_next`` in cycle
+    ``t - 1`` takes the comparators in cycle ``t``: ``req.ready`` is 0 in that cycle (no
+    lookup is accepted) and the query's operands, presented in cycle ``t``, are loaded
+    where a lookup's page number would be. In cycle ``t + 2``, for every entry ``i``,
+    ``x_ge_start[i] = query_x >= start[i]``, ``y_le_end[i] = query_y <= end[i]`` and
+    ``in_domain[i] = valid[i] & (dslot[i] == query_dslot)``, against the table of cycle
+    ``t + 1`` (query latency 2). The executor queries once per request, twice per UNMAP,
+    so a lookup stream loses at most 2 cycles per request (a request takes 9 or more).
+    Without ``query`` ``ready`` is always 1.
 
     Pipeline:
 
@@ -67,13 +81,16 @@ class LookupPort(wiring.Component):
     should be driven from flip-flops.
     """
 
-    def __init__(self, params):
+    def __init__(self, params, *, query=False):
+        if not isinstance(query, bool):
+            raise TypeError(f"query must be True or False, not {query!r}")
         self._params = params
+        self._query = query
         n_eps = params.n_endpoints
         self._dslot_bits = ceil_log2(n_eps)
         ew = params.endpoint_width
-        super().__init__({
-            "req":  In(stream.Signature(lookup_request_layout(ew), always_ready=True)),
+        members = {
+            "req":  In(stream.Signature(lookup_request_layout(ew))),
             "resp": Out(stream.Signature(lookup_response_layout(ew), always_ready=True)),
             "tags": In(data.ArrayLayout(
                 mapping_tag_layout(params.page_bits, self._dslot_bits), params.entries)),
@@ -82,7 +99,23 @@ class LookupPort(wiring.Component):
             "payload_data": In(mapping_payload_layout(params.phys_page_bits)),
             "endpoints": In(data.ArrayLayout(endpoint_state_layout(self._dslot_bits), n_eps)),
             "unattached_bypass": In(1),
-        })
+        }
+        if query:
+            members.update({
+                "query_next":  In(1),
+                "query_x":     In(params.page_bits),
+                "query_y":     In(params.page_bits),
+                "query_dslot": In(self._dslot_bits),
+                "x_ge_start":  Out(params.entries),
+                "y_le_end":    Out(params.entries),
+                "in_domain":   Out(params.entries),
+            })
+        super().__init__(members)
+
+    @property
+    def query(self):
+        """Whether the port's comparators also answer management queries."""
+        return self._query
 
     def elaborate(self, platform):
         m = Module()
@@ -92,6 +125,23 @@ class LookupPort(wiring.Component):
 
         # --- stage 1: register the request, one copy of its page number per entry -----
         BANK = 8
+        n_banks = (n + BANK - 1) // BANK
+        # A management query takes the comparators in the cycle after ``query_next``:
+        # ``ready`` is 0 then, and each bank loads the query's operands instead of the
+        # request's page number, selected by its own copy of the flag (no net fans out
+        # to every bank's 104 operand flip-flops).
+        if self._query:
+            querying = Signal(name="querying")
+            m.d.sync += querying.eq(self.query_next)
+            m.d.comb += self.req.ready.eq(~querying)
+            qsel = []
+            for b in range(n_banks):
+                q = Signal(name=f"query_sel_bank{b}", attrs={"keep": 1})
+                m.d.sync += q.eq(self.query_next)
+                qsel.append(q)
+        else:
+            m.d.comb += self.req.ready.eq(1)
+        accept = self.req.valid & self.req.ready
         ep_hit_in = Cat(req.endpoint == ep_id for ep_id in p.endpoint_ids)
         regions, region_hit = region_checks(p, req.iova)
         msi_by_ep, resv_by_ep = [], []
@@ -105,7 +155,7 @@ class LookupPort(wiring.Component):
             "valid": 1, "ep_hit": n_eps, "msi": n_eps, "resv": n_eps, "in_range": 1,
             "endpoint": len(req.endpoint), "iova": 64, "write": 1}))
         m.d.sync += [
-            s0.valid.eq(self.req.valid),
+            s0.valid.eq(accept),
             s0.ep_hit.eq(ep_hit_in),
             s0.msi.eq(Cat(msi_by_ep)),
             s0.resv.eq(Cat(resv_by_ep)),
@@ -117,21 +167,39 @@ class LookupPort(wiring.Component):
         # One copy of the page number per bank of 8 entries (16 comparators). Finer copies
         # were tried: one per entry, and one per pair of entries, made router2 diverge on
         # the 64-entry core (1,700 to 3,300 copy flip-flops, each input bit fanned out
-        # across the whole CAM).
+        # across the whole CAM). Two copies when the port answers queries: the start
+        # comparators' operand ``x`` and the end comparators' ``y`` (both the page number
+        # for a lookup).
         # The access direction too (it selects each entry's permission bit).
         # And the decoded endpoint: each bank selects the endpoint's domain slot itself,
         # so the selected slot does not fan out from one net to all 64 entries (it did, as
-        # the 64-entry core's critical path: 6.4 ns on that one route).
-        pages, writes, ep_hits = [], [], []
-        for b in range((n + BANK - 1) // BANK):
-            page = Signal(p.page_bits, name=f"page_bank{b}", reset_less=True,
-                          attrs={"keep": 1})
-            write = Signal(name=f"write_bank{b}", reset_less=True, attrs={"keep": 1})
-            ep_hit_b = Signal(n_eps, name=f"ep_hit_bank{b}", reset_less=True,
+        # the 64-entry core's critical path: 6.4 ns on that one route). In a query cycle
+        # the decoded endpoint is loaded as 0 and the query's slot is ORed in instead.
+        page_in = req.iova[shift:p.iova_bits]
+        xs, ys, writes, ep_hits, qdslots = [], [], [], [], []
+        for b in range(n_banks):
+            def copy(name, width):
+                return Signal(width, name=f"{name}_bank{b}", reset_less=True,
                               attrs={"keep": 1})
-            m.d.sync += [page.eq(req.iova[shift:p.iova_bits]), write.eq(req.write),
-                         ep_hit_b.eq(ep_hit_in)]
-            pages.append(page)
+            write = copy("write", 1)
+            ep_hit_b = copy("ep_hit", n_eps)
+            m.d.sync += write.eq(req.write)
+            if self._query:
+                x, y, qd = copy("x", p.page_bits), copy("y", p.page_bits), \
+                    copy("qdslot", self._dslot_bits)
+                m.d.sync += [
+                    x.eq(Mux(qsel[b], self.query_x, page_in)),
+                    y.eq(Mux(qsel[b], self.query_y, page_in)),
+                    ep_hit_b.eq(Mux(qsel[b], 0, ep_hit_in)),
+                    qd.eq(Mux(qsel[b], self.query_dslot, 0)),
+                ]
+                qdslots.append(qd)
+            else:
+                x = y = copy("page", p.page_bits)
+                m.d.sync += [x.eq(page_in), ep_hit_b.eq(ep_hit_in)]
+                qdslots.append(0)
+            xs.append(x)
+            ys.append(y)
             writes.append(write)
             ep_hits.append(ep_hit_b)
 
@@ -150,7 +218,8 @@ class LookupPort(wiring.Component):
             # written out here once more from the same stage-1 flags) and the input range.
             # A mismatch would show: formal's "no translation unless MAPPING" and every
             # test's ``translation_of`` check on denials.
-            s1.map_en.eq(ep_hit.any() & ep_state.attached & ~ep_state.bypass &
+            # Not in a cycle without a lookup (a query's, whose hits mean nothing).
+            s1.map_en.eq(s0.valid & ep_hit.any() & ep_state.attached & ~ep_state.bypass &
                          ~(ep_hit & s0.msi).any() & ~(ep_hit & s0.resv).any() &
                          s0.in_range),
             s1.known.eq(ep_hit.any()),
@@ -165,13 +234,18 @@ class LookupPort(wiring.Component):
             s1.write.eq(s0.write),
         ]
         bank_dslot = [onehot_mux(ep_hits[b], [self.endpoints[e].dslot for e in range(n_eps)])
-                      for b in range(len(ep_hits))]
+                      | qdslots[b] for b in range(n_banks)]
         for i in range(n):
-            t, page = self.tags[i], pages[i // BANK]
+            t, b = self.tags[i], i // BANK
             readable = t.read | t.write if p.write_only_reads else t.read
-            perm = Mux(writes[i // BANK], t.write, readable)
-            m.d.sync += s1_hit[i].eq(t.valid & (t.dslot == bank_dslot[i // BANK]) & perm &
-                                     uge(page, t.start) & uge(t.end, page))
+            perm = Mux(writes[b], t.write, readable)
+            ge_start = uge(xs[b], t.start)
+            le_end = uge(t.end, ys[b])
+            in_domain = t.valid & (t.dslot == bank_dslot[b])
+            m.d.sync += s1_hit[i].eq(in_domain & perm & ge_start & le_end)
+            if self._query:
+                m.d.sync += [self.x_ge_start[i].eq(ge_start), self.y_le_end[i].eq(le_end),
+                             self.in_domain[i].eq(in_domain)]
 
         # --- stage 3: read the hit entry's payload (LUT RAM), add, decide ----------------
         # At most one entry hits: the table reads its payload by the one-hot vector.

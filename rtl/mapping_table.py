@@ -6,7 +6,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .layouts import mapping_entry_layout, mapping_tag_layout, mapping_payload_layout
-from .util import priority_encode, onehot_encode, onehot_mux, ceil_log2, uge
+from .util import priority_encode, onehot_encode, onehot_mux, ceil_log2
 
 
 __all__ = ["MappingTable", "PAYLOAD_BANK"]
@@ -24,10 +24,11 @@ class MappingTable(wiring.Component):
     a *payload* ``{offset, mmio}``, held in LUT RAM because only the hit entry's is ever
     read (see :func:`~.layouts.mapping_entry_layout`).
 
-    The table has one job: hold the entries and answer management queries about all of them
-    in parallel. Translation lookups compare :attr:`tags` themselves and read the hit
-    entry's payload through a read port (see :class:`~.lookup.LookupPort`); the request
-    executor decides what to change.
+    The table has one job: hold the entries. The lookup ports compare :attr:`tags`
+    themselves and read the hit entry's payload through a read port (see
+    :class:`~.lookup.LookupPort`); lookup port 0's comparators also answer the request
+    executor's management queries (MAP's overlap test, UNMAP's), so the table has no
+    comparators of its own; the executor decides what to change.
 
     The payloads are stored in banks of :data:`PAYLOAD_BANK` (8) entries, one LUT RAM each,
     so that a read port selected by a one-hot vector addresses each bank from its own 8
@@ -63,21 +64,12 @@ class MappingTable(wiring.Component):
     kill_dslot_en, kill_dslot : In
         Invalidate every entry of domain slot ``kill_dslot`` at the next clock edge (a
         domain died with its last endpoint).
-    query_x, query_y, query_dslot : In
-        A management query, presented in cycle ``t``. The operands are registered, one
-        copy per bank of 8 entries (no net fans out to every entry); in cycle ``t + 2``,
-        for every entry ``i``, ``x_ge_start[i] = query_x >= start[i]``,
-        ``y_le_end[i] = query_y <= end[i]`` and
-        ``in_domain[i] = valid[i] & (dslot[i] == query_dslot)``, against the contents of
-        cycle ``t + 1``. MAP's overlap test and UNMAP's overlap/coverage tests are built
-        from these (two comparators per entry).
     free_valid, free_index, free_onehot : Out
         Whether an entry is invalid, the lowest such index, and the same as a one-hot
         vector. Registered: they reflect the contents one cycle ago, so they must not be
         used in the cycle right after a change.
 
-    Every cycle: one write, any number of kills, one query, a payload read per port. Query
-    latency: 2 cycles. A reset of the domain invalidates every entry: only the ``valid``
+    Every cycle: one write, any number of kills, a payload read per port. A reset of the domain invalidates every entry: only the ``valid``
     bits have a reset value (the rest of a tag is don't-care while its entry is invalid).
     """
 
@@ -102,12 +94,6 @@ class MappingTable(wiring.Component):
             "kill":          In(entries),
             "kill_dslot_en": In(1),
             "kill_dslot":    In(dslot_bits),
-            "query_x":       In(page_bits),
-            "query_y":       In(page_bits),
-            "query_dslot":   In(dslot_bits),
-            "x_ge_start":    Out(entries),
-            "y_le_end":      Out(entries),
-            "in_domain":     Out(entries),
             "free_valid":    Out(1),
             "free_index":    Out(range(entries)),
             "free_onehot":   Out(entries),
@@ -151,19 +137,13 @@ class MappingTable(wiring.Component):
         for k in range(self._read_ports):
             m.d.comb += self.payload_data[k].eq(onehot_mux(*zip(*reads[k])))
 
-        # The query operands are registered once per bank of BANK entries, so that no net
-        # fans out to more than BANK comparators. "keep" marks the copies as deliberate
-        # duplicates (the synthesis flow keeps their flip-flops from being merged, see
-        # boards/synth.py); no reset: a query's operands are only used once presented.
+        # The tag of the entry the next cycle writes is registered once per bank of BANK
+        # entries, so that no net fans out to every entry's tag inputs. "keep" marks the
+        # copies as deliberate duplicates (the synthesis flow keeps their flip-flops from
+        # being merged, see boards/synth.py).
         BANK = 8
-        banks, write_tags = [], []
+        write_tags = []
         for b in range((n + BANK - 1) // BANK):
-            ops = (self.query_x, self.query_y, self.query_dslot)
-            copies = [Signal.like(v, name=f"{v.name}_bank{b}", reset_less=True,
-                                  attrs={"keep": 1}) for v in ops]
-            m.d.sync += [c.eq(v) for c, v in zip(copies, ops)]
-            banks.append(copies)
-            # The same for the tag of the entry the next cycle writes.
             wtag = Signal.like(self.write_entry.tag, name=f"write_tag_bank{b}",
                                reset_less=True, attrs={"keep": 1})
             m.d.sync += wtag.eq(self.write_entry.tag)
@@ -175,7 +155,6 @@ class MappingTable(wiring.Component):
         # fmax when it reached every tag bit).
         tag_layout = self.tags.shape().elem_shape
         for i in range(n):
-            q_x, q_y, q_dslot = banks[i // BANK]
             wtag = write_tags[i // BANK]
             tag = self.tags[i]
             valid = Signal(name=f"entry{i}_valid")
@@ -191,12 +170,6 @@ class MappingTable(wiring.Component):
                 m.d.sync += [sig.eq(getattr(wtag, name)) for name, sig in body.items()]
             with m.Elif(killed):
                 m.d.sync += valid.eq(0)
-
-            m.d.sync += [
-                self.x_ge_start[i].eq(uge(q_x, tag.start)),
-                self.y_le_end[i].eq(uge(tag.end, q_y)),
-                self.in_domain[i].eq(tag.valid & (tag.dslot == q_dslot)),
-            ]
 
         invalid = Cat(~self.tags[i].valid for i in range(n))
         any_free, index = priority_encode(invalid, n)

@@ -83,12 +83,14 @@ class FaultMerger(wiring.Component):
 def flat_lookup_signature(endpoint_width):
     """A lookup port with one Verilog port per field (``lookup_0_req_iova``, ...).
 
-    The same port as :func:`~.core.LookupSignature` (request in, response 3 cycles later,
-    no back-pressure), the payload fields of
+    The same port as :func:`~.core.LookupSignature` (request in, accepted when
+    ``req_valid`` and ``req_ready`` are both 1, response 3 cycles later; ``req_ready``
+    comes from a flip-flop and is 0 only in the cycles port 0's comparators answer a
+    management query), the payload fields of
     :func:`~.layouts.lookup_request_layout` / :func:`~.layouts.lookup_response_layout`
     spelt out so that a Verilog integrator needs no bit offsets.
     """
-    members = {"req_valid": In(1)}
+    members = {"req_valid": In(1), "req_ready": Out(1)}
     for name, field in lookup_request_layout(endpoint_width):
         members[f"req_{name}"] = In(field.shape)
     members["resp_valid"] = Out(1)
@@ -110,10 +112,11 @@ class VirtioIOMMUMMIO(wiring.Component):
         Level interrupt: InterruptStatus != 0.
     lookup : Out(flat_lookup_signature(endpoint_width)).array(lookup_ports)
         Translation lookups (see :class:`~.core.Core`): ``lookup_<i>_req_valid``,
+        ``_req_ready`` (out: 0 for one cycle per request, two per UNMAP, on port 0),
         ``_req_endpoint``, ``_req_iova``, ``_req_write`` in; ``lookup_<i>_resp_valid``,
         ``_resp_allowed``, ``_resp_phys``, ``_resp_mmio``, ``_resp_via``, ``_resp_reason``,
         ``_resp_flags``, ``_resp_endpoint``, ``_resp_iova``, ``_resp_write`` out, 3 cycles
-        later. One lookup per cycle per port.
+        after the request is accepted. One lookup per cycle per port.
     fault_drops : Out(32)
         Fault reports lost because no eventq buffer was available and the fault queue was
         full, plus those lost to simultaneous denials on several lookup ports.
@@ -230,7 +233,7 @@ class VirtioIOMMUMMIO(wiring.Component):
 
         for i in range(p.lookup_ports):
             port, inner = self.lookup[i], core.lookup[i]
-            m.d.comb += inner.req.valid.eq(port.req_valid)
+            m.d.comb += [inner.req.valid.eq(port.req_valid), port.req_ready.eq(inner.req.ready)]
             for name, _ in inner.req.payload.shape():
                 m.d.comb += getattr(inner.req.payload, name).eq(getattr(port, f"req_{name}"))
             m.d.comb += port.resp_valid.eq(inner.resp.valid)

@@ -43,8 +43,9 @@ class Harness:
         await self.bench.setup(self.model.features, self.model.bypass)
 
     async def tick(self):
-        """One clock cycle: present the next fed lookup on each port, collect the answers
-        due in this cycle (exactly LOOKUP_LATENCY cycles after presentation)."""
+        """One clock cycle: present the next fed lookup on each port (held until the port
+        is ready), collect the answers due in this cycle (exactly LOOKUP_LATENCY cycles
+        after acceptance)."""
         ctx = self.ctx
         for i, port in enumerate(self.core.lookup):
             q = self.inflight[i]
@@ -61,10 +62,7 @@ class Harness:
                 if not t.allowed:
                     assert raw.via == LookupVia.NONE
                 self.answers[i].append((t0, self.cycle, req, t))
-            if self.feed[i]:
-                req = self.feed[i].pop(0)
-            else:
-                req = None
+            req = self.feed[i][0] if self.feed[i] else None
             if req is None:
                 ctx.set(port.req.valid, 0)
             else:
@@ -73,7 +71,9 @@ class Harness:
                 ctx.set(port.req.payload.endpoint, ep)
                 ctx.set(port.req.payload.iova, iova)
                 ctx.set(port.req.payload.write, write)
-                q.append((self.cycle, (ep, iova, int(write))))
+                if ctx.get(port.req.ready):         # else held until accepted
+                    self.feed[i].pop(0)
+                    q.append((self.cycle, (ep, iova, int(write))))
         await ctx.tick()
         self.cycle += 1
 

@@ -7,7 +7,10 @@ random backpressure on ``resp.ready``) and a lookup on every port in most cycles
 
 * every response byte and used length equals the model's;
 * after every request, the core's full table/endpoint/domain state equals the model's;
-* every lookup is answered exactly 3 cycles after it was presented, and the answer is
+* lookup port 0 is not ready in exactly one cycle per request and one more per UNMAP
+  (its comparators answer the executor's queries then), the other ports always are; a
+  lookup not accepted is held until it is;
+* every lookup is answered exactly 3 cycles after it was accepted, and the answer is
   the model's for the state the ordering contract (:mod:`viommu.rtl.core`) says it sees:
   the old state before the request started, the new state from the cycle its response is
   valid (from 3 cycles earlier for UNMAP/DETACH/ATTACH, whose stale grants must have
@@ -37,6 +40,8 @@ class RandomRunStats:
     cycles: int = 0
     statuses: dict = field(default_factory=dict)
     allowed: int = 0
+    #: Cycles in which port 0 did not accept a lookup (its comparators answered a query).
+    not_ready: int = 0
 
 
 def run_random(params, *, seed, requests, min_lookups=0, features=ALL_FEATURES, bypass=0,
@@ -57,6 +62,8 @@ def run_random(params, *, seed, requests, min_lookups=0, features=ALL_FEATURES, 
         cur = None            # current request: dict
         old_model = model
         pending = [[] for _ in range(params.lookup_ports)]   # (cycle, old_t, new_t, req)
+        held = [None] * params.lookup_ports       # a lookup presented, not yet accepted
+        queries = 0                               # cycles the executor queries in
         lookgen = LookupGenerator(model, rng)
         while stats.requests < requests or stats.lookups < min_lookups or cur is not None:
             # --- request stream ---------------------------------------------------------
@@ -67,6 +74,7 @@ def run_random(params, *, seed, requests, min_lookups=0, features=ALL_FEATURES, 
                 cur = {"readable": readable, "beats": request_beats(readable, wlen),
                        "k": 0, "expected": expected, "got": bytearray(), "start": None,
                        "c": None, "old": old_model, "new": model.copy(),
+                       "unmap": readable[:1] == bytes([ReqType.UNMAP]),
                        "removal": readable[:1] in (bytes([ReqType.UNMAP]),
                                                    bytes([ReqType.DETACH]),
                                                    bytes([ReqType.ATTACH]))}
@@ -111,12 +119,20 @@ def run_random(params, *, seed, requests, min_lookups=0, features=ALL_FEATURES, 
                         f"answered {got}, expected one of {allowed} "
                         f"(request in flight: {req and req['readable'].hex()})")
                     stats.allowed += got.allowed
-                if rng.random() < lookup_rate:
-                    ep, iova, write = lookgen.draw()
+                if held[i] is None and rng.random() < lookup_rate:
+                    held[i] = lookgen.draw()
+                ready = bool(ctx.get(port.req.ready))
+                if not ready:
+                    assert i == 0, f"cycle {cycle} port {i}: not ready (only port 0 queries)"
+                    stats.not_ready += 1
+                if held[i] is not None:
+                    ep, iova, write = held[i]
                     ctx.set(port.req.valid, 1)
                     ctx.set(port.req.payload.endpoint, ep & ((1 << params.endpoint_width) - 1))
                     ctx.set(port.req.payload.iova, iova)
                     ctx.set(port.req.payload.write, write)
+                if held[i] is not None and ready:
+                    held[i] = None
                     ep_eff = ep & ((1 << params.endpoint_width) - 1)
                     if cur is not None and cur["start"] is not None:
                         queue.append((cycle, cur["old"].translate(ep_eff, iova, write),
@@ -128,7 +144,7 @@ def run_random(params, *, seed, requests, min_lookups=0, features=ALL_FEATURES, 
                         t = state.translate(ep_eff, iova, write)
                         queue.append((cycle, t, t, None))
                     stats.lookups += 1
-                else:
+                elif held[i] is None:
                     ctx.set(port.req.valid, 0)
 
             # --- response stream ------------------------------------------------------
@@ -155,8 +171,12 @@ def run_random(params, *, seed, requests, min_lookups=0, features=ALL_FEATURES, 
                     status = got[-4] if len(got) >= 4 else None
                     stats.statuses[status] = stats.statuses.get(status, 0) + 1
                     stats.requests += 1
+                    queries += 1 + cur["unmap"]
                     cur = None
         stats.cycles = cycle
+        assert stats.not_ready == queries, (
+            f"seed {seed}: port 0 not ready in {stats.not_ready} cycles, expected {queries} "
+            f"(one per request, two per UNMAP)")
 
     sim = Simulator(core)
     sim.add_clock(1e-8)

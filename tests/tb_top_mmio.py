@@ -82,8 +82,9 @@ class Bench:
         return VirtioIOMMUDriver(self.regs, self.ram, self.wait, PARAMS, **kw)
 
     async def lookups(self, reqs):
-        """Drive ``reqs`` [(endpoint, iova, write)] one per cycle; returns the responses in
-        order (dicts), checking the fixed 3-cycle latency."""
+        """Drive ``reqs`` [(endpoint, iova, write)] one per cycle (each held until
+        ``req_ready``); returns the responses in order (dicts), checking the fixed 3-cycle
+        latency from acceptance."""
         dut = self.dut
         out, sent = [], []
         cycle = 0
@@ -107,7 +108,8 @@ class Bench:
                 dut.lookup_0_req_endpoint.value = ep
                 dut.lookup_0_req_iova.value = iova
                 dut.lookup_0_req_write.value = int(write)
-                sent.append(cycle)
+                if int(dut.lookup_0_req_ready.value):   # else held: presented again
+                    sent.append(cycle)
             else:
                 dut.lookup_0_req_valid.value = 0
             cycle += 1

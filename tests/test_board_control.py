@@ -1,7 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """The board control block (boards/soc.py ``BoardControl``) in Amaranth's simulator: the
 register map, the lookup probe's handshake with a device lookup port (played by the
-bench: a response exactly 3 cycles after each request), the sticky status bits and their
+bench: ready in every other cycle, a response exactly 3 cycles after each accepted
+request), the sticky status bits and their
 write-1-to-clear, the event counters (saturating), the cycle counter and the LEDs."""
 
 from amaranth.sim import Simulator
@@ -30,14 +31,20 @@ def test_board_control():
         return value
 
     async def device(ctx):
-        """The device's lookup port: answers each request 3 cycles later; allowed for even
-        IOVA pages."""
-        pipe = [None, None]         # a request sampled at the end of cycle c: valid in c+3
-        async for _clk, _rst, req_valid, ep, iova, write_ in ctx.tick().sample(
-                lk.req_valid, lk.req_endpoint, lk.req_iova, lk.req_write):
-            pipe.append((ep, iova, write_) if req_valid else None)
-            if req_valid:
+        """The device's lookup port: ready in every other cycle (as if port 0's
+        comparators answered queries in the others), answers each accepted request 3
+        cycles later; allowed for even IOVA pages."""
+        pipe = [None, None]         # a request accepted at the end of cycle c: valid in c+3
+        cycle = 0
+        ctx.set(lk.req_ready, 1)
+        async for _clk, _rst, req_valid, req_ready, ep, iova, write_ in ctx.tick().sample(
+                lk.req_valid, lk.req_ready, lk.req_endpoint, lk.req_iova, lk.req_write):
+            accepted = req_valid and req_ready
+            pipe.append((ep, iova, write_) if accepted else None)
+            if accepted:
                 requests.append((ep, iova, write_))
+            cycle += 1
+            ctx.set(lk.req_ready, cycle % 2 == 0)
             out = pipe.pop(0)
             ctx.set(lk.resp_valid, int(out is not None))
             if out is not None:

@@ -809,7 +809,9 @@ def test_ordering_removal(kind):
             await h.tick()
         await h.drain()
         answers = [a for a in h.answers[0] if a[0] >= start]
-        assert len(answers) >= (c - start) + 5
+        # One lookup accepted per cycle, but in the cycles the port's comparators answer
+        # the request's queries (one; two for UNMAP).
+        assert len(answers) >= (c - start) + 5 - (2 if kind == "unmap" else 1)
         switched = False
         for t0, t1, it, got in answers:
             if t1 >= c:

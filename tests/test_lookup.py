@@ -357,3 +357,15 @@ def test_lookups_follow_state_changes():
         await h.expect_lookup(0, 0x1abc, 1, deny(FaultReason.MAPPING, 1))
         await h.expect_lookup(1, 0x1abc, 1, allow(0x6abc))
     run(body)
+
+
+def test_port0_gives_up_one_cycle_per_request_two_per_unmap():
+    """While MAPs and UNMAPs stream back to back, lookup port 0 (presented a lookup in
+    every cycle) accepts in all but one cycle per MAP and two per UNMAP: the cycles its
+    comparators answer the executor's queries (``sim/perf.py`` checks every accepted
+    lookup is answered)."""
+    from viommu.sim.perf import measure_map_unmap
+    r = measure_map_unmap(CoreParams(entries=8, endpoints=2), batch=8)
+    assert r["map_lookup_rate"] == pytest.approx(1 - 1 / r["map_cycles"], abs=0.02)
+    assert r["unmap_lookup_rate"] == pytest.approx(1 - 2 / r["unmap_cycles"], abs=0.02)
+    assert r["map_lookup_rate"] < 1 and r["unmap_lookup_rate"] < r["map_lookup_rate"]

@@ -7,7 +7,10 @@ Checked against the component's documented contract:
   ``kill_dslot`` invalidates exactly the entries of that domain slot;
 * a query presented in cycle t is answered in cycle t+2 (``x_ge_start``, ``y_le_end``,
   ``in_domain``; its operands are registered), against the contents of cycle t+1: a write
-  or kill in cycle t is seen, one in cycle t+1 is not;
+  or kill in cycle t is seen, one in cycle t+1 is not. The table has no comparators of
+  its own: the queries are answered by a lookup port built with ``query=True`` (as the
+  core's port 0 is), which the bench attaches to the table's tags, announcing a query in
+  every cycle;
 * ``free_valid`` / ``free_index`` are the lowest invalid index of the previous cycle's
   contents, and ``free_valid`` is 0 when every entry is valid.
 
@@ -17,11 +20,14 @@ A random test drives every port at once against a cycle-accurate Python model.
 import random
 
 import pytest
+from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
 from viommu.rtl.layouts import mapping_entry_layout, mapping_tag_layout, mapping_payload_layout
+from viommu.rtl.lookup import LookupPort
 from viommu.rtl.mapping_table import MappingTable
+from viommu.rtl.params import CoreParams
 
 
 PB = 52                 # page bits of a 4 KiB granule
@@ -118,12 +124,40 @@ class TableBench:
         return (x, y, dslot)
 
 
+_QUERY_PORTS = ("query_x", "query_y", "query_dslot", "x_ge_start", "y_le_end", "in_domain")
+
+
+class TableWithQueries(Elaboratable):
+    """The table and a lookup port whose comparators answer queries about its tags (as
+    in the core), the port announcing a query in every cycle. Attributes are the table's,
+    and the port's query operands and answers."""
+
+    def __init__(self, n):
+        self.table = MappingTable(entries=n, page_bits=PB, dslot_bits=DSB, phys_page_bits=PB)
+        params = CoreParams(entries=n, endpoints=1 << DSB)
+        assert (params.page_bits, params.phys_page_bits) == (PB, PB)
+        self.cam = LookupPort(params, query=True)
+
+    def __getattr__(self, name):
+        if name in _QUERY_PORTS:
+            return getattr(self.cam, name)
+        return getattr(self.__dict__["table"], name)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.table = self.table
+        m.submodules.cam = self.cam
+        m.d.comb += [self.cam.tags.eq(self.table.tags), self.cam.query_next.eq(1)]
+        return m
+
+
 def run(n, body):
-    dut = MappingTable(entries=n, page_bits=PB, dslot_bits=DSB, phys_page_bits=PB)
+    dut = TableWithQueries(n)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
 
     async def tb(ctx):
+        await ctx.tick()        # the port takes query_next from the cycle after reset
         await body(TableBench(dut, ctx, n))
 
     sim.add_testbench(tb)

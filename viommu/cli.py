@@ -318,6 +318,10 @@ def cmd_bench(parser, args):
         record("request", "cycles_per_map", round(r["map_cycles"], 2), "cycles", c)
         record("request", "cycles_per_unmap", round(r["unmap_cycles"], 2), "cycles", c)
         record("request", "map_first_beat_to_status", r["map_latency"], "cycles", c)
+        record("request", "lookups_per_cycle_during_maps[port0]",
+               round(r["map_lookup_rate"], 3), "lookups/cycle", c)
+        record("request", "lookups_per_cycle_during_unmaps[port0]",
+               round(r["unmap_lookup_rate"], 3), "lookups/cycle", c)
     if not args.no_engine:
         from viommu.sim.perf import measure_engine
         for latency in (1, 100):
