@@ -430,9 +430,11 @@ class AXI4DMAMaster(wiring.Component):
     W beat valid in t+3 (if ``wr_data`` is valid); ``wr_resp`` is valid the cycle after
     the command's last B response is accepted.
 
-    Combinational paths from inputs to outputs: ``dma.rd_data.ready -> rready``,
-    ``dma.wr_resp.ready -> bready`` and ``wready -> dma.wr_data.ready`` (a few gates
-    each). ``dma.rd_cmd.ready`` and ``dma.wr_cmd.ready`` come from a
+    Combinational paths from inputs to outputs: ``dma.wr_resp.ready -> bready`` and
+    ``wready -> dma.wr_data.ready`` (a few gates each). ``rready`` comes from a
+    :class:`~.skid.SkidBuffer` on R (a flip-flop), so no slave sees the engine's
+    read-return logic in front of its next read; after a cycle in which the adapter
+    cannot take an R beat, the next one is taken a cycle late. ``dma.rd_cmd.ready`` and ``dma.wr_cmd.ready`` come from a
     :class:`~.skid.SkidBuffer` in front of each burst splitter (a flip-flop: the splitter's
     acceptance, a boundary compare and AR/AW ready, stays inside the adapter), which adds
     no cycle to a command. Every other output is a function of flip-flops only: valid and
@@ -530,7 +532,20 @@ class AXI4DMAMaster(wiring.Component):
             fifo.w_en.eq(bus.arvalid & bus.arready),
         ]
 
-        # R side.
+        # R side. The R channel enters through a skid buffer, so that ``rready`` is a
+        # flip-flop: the acceptance below (the descriptor FIFO, the engine's
+        # ``rd_data.ready``) reaches no slave logic. Without it, a slave whose next read
+        # depends on ``rready`` (a block RAM's address) had the engine's read-return logic
+        # in front of it: the board image's critical path (10 LUT levels).
+        m.submodules.r_skid = r_skid = SkidBuffer(data.StructLayout({
+            "data": 8 * W, "resp": 2}))
+        m.d.comb += [
+            r_skid.i.valid.eq(bus.rvalid),
+            r_skid.i.payload.data.eq(bus.rdata),
+            r_skid.i.payload.resp.eq(bus.rresp),
+            bus.rready.eq(r_skid.i.ready),
+        ]
+        r_in = r_skid.o
         d = rdesc_layout(fifo.r_data)
         cnt = Signal(8)                 # beat within the burst
         first_beat = Signal()
@@ -556,7 +571,7 @@ class AXI4DMAMaster(wiring.Component):
 
         out = dma.rd_data
         out_free = ~out.valid | out.ready
-        r_err = bus.rresp[1]            # SLVERR or DECERR
+        r_err = r_in.payload.resp[1]    # SLVERR or DECERR
 
         # The combinational controls are plain expressions rather than `m.If` blocks: the
         # Verilog then has `assign`s, which event-driven simulators evaluate at time 0.
@@ -568,10 +583,10 @@ class AXI4DMAMaster(wiring.Component):
         m.d.comb += [
             # While a flush beat is owed, only an R beat that feeds no output may come in,
             # in the cycle the flush beat goes out.
-            bus.rready.eq(Mux(pending,
+            r_in.ready.eq(Mux(pending,
                               fifo.r_rdy & out_free & first_beat & unaligned,
                               fifo.r_rdy & (out_free | ~produces))),
-            r_hs.eq(bus.rvalid & bus.rready),
+            r_hs.eq(r_in.valid & r_in.ready),
             load.eq(Mux(pending, out_free, r_hs & produces)),
             shift.eq(Mux(pending, pend_o, Cat(d.o, ~unaligned))),   # o, or W when aligned
             load_last.eq(pending | (last_beat & ~flush_cmd)),
@@ -583,7 +598,7 @@ class AXI4DMAMaster(wiring.Component):
             m.d.sync += pending.eq(0)
         with m.If(r_hs):
             m.d.sync += [
-                prev.eq(bus.rdata),
+                prev.eq(r_in.payload.data),
                 prev_err.eq(r_err),
                 cnt.eq(Mux(end_burst, 0, cnt + 1)),
             ]
@@ -598,7 +613,8 @@ class AXI4DMAMaster(wiring.Component):
         with m.If(load):
             m.d.sync += [
                 out.valid.eq(1),
-                out.p.data.eq(Cat(prev, bus.rdata).bit_select(Cat(Const(0, 3), shift), 8 * W)),
+                out.p.data.eq(Cat(prev, r_in.payload.data).bit_select(Cat(Const(0, 3), shift),
+                                                                       8 * W)),
                 out.p.last.eq(load_last),
                 out.p.err.eq(load_err),
             ]

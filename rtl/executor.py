@@ -24,8 +24,9 @@ _COUNT_MAX = 255
 class Executor(wiring.Component):
     """Decodes requests, checks them against the specification's rules and applies them.
 
-    The executor owns the endpoint and domain-slot state and drives the
-    :class:`~.mapping_table.MappingTable`'s write, kill and query ports.
+    The executor owns the endpoint and domain-slot state, drives the
+    :class:`~.mapping_table.MappingTable`'s write and kill ports, and asks lookup port 0's
+    comparators its management queries (see :class:`~.lookup.LookupPort`).
 
     Ports
     -----

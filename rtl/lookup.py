@@ -56,7 +56,7 @@ class LookupPort(wiring.Component):
     * cycle t: the request is registered: its page number, the access direction and the
       endpoint ID decoded against the configured IDs once per bank of 8 entries (no net
       fans out to more than 16 comparators), the reserved regions (MSI window, RESERVED)
-      checked.
+      checked. In a query's cycle the banks load the query's operands instead.
     * cycle t+1: the endpoint's state (attached, bypass domain) is selected, and each bank
       selects the endpoint's domain slot from its own copy of the decoded ID;
       every CAM entry compares its page copy with its ``[start, end]`` and its

@@ -63,8 +63,10 @@ class Harness:
                     assert raw.via == LookupVia.NONE
                 self.answers[i].append((t0, self.cycle, req, t))
             req = self.feed[i][0] if self.feed[i] else None
-            if req is None:
+            if req is None:                         # an idle cycle (or nothing fed)
                 ctx.set(port.req.valid, 0)
+                if self.feed[i]:
+                    self.feed[i].pop(0)
             else:
                 ep, iova, write = req
                 ctx.set(port.req.valid, 1)

@@ -369,3 +369,11 @@ def test_port0_gives_up_one_cycle_per_request_two_per_unmap():
     assert r["map_lookup_rate"] == pytest.approx(1 - 1 / r["map_cycles"], abs=0.02)
     assert r["unmap_lookup_rate"] == pytest.approx(1 - 2 / r["unmap_cycles"], abs=0.02)
     assert r["map_lookup_rate"] < 1 and r["unmap_lookup_rate"] < r["map_lookup_rate"]
+
+
+def test_lookup_port_query_parameter_is_checked():
+    from viommu.rtl.lookup import LookupPort
+    with pytest.raises(TypeError, match="query must be True or False"):
+        LookupPort(CoreParams(entries=2, endpoints=1), query=1)
+    plain = LookupPort(CoreParams(entries=2, endpoints=1))
+    assert not plain.query and not hasattr(plain, "query_next")
