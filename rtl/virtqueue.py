@@ -344,7 +344,7 @@ class _BypassFIFO(wiring.Component):
     in the next cycle (one cycle earlier than through :class:`SyncFIFOBuffered`, which
     holds the other ``depth - 1`` entries in block RAM behind this output register).
     The ``SyncFIFO`` interface subset: ``w_data``, ``w_en``, ``w_rdy``, ``r_data``,
-    ``r_en``, ``r_rdy``.
+    ``r_en``, ``r_rdy``, ``level`` (entries held, the output register's included).
     """
 
     def __init__(self, *, width, depth):
@@ -352,6 +352,7 @@ class _BypassFIFO(wiring.Component):
         super().__init__({
             "w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
             "r_data": Out(width), "r_en": In(1), "r_rdy": Out(1),
+            "level": Out(range(depth + 1)),
         })
 
     def elaborate(self, platform):
@@ -362,6 +363,7 @@ class _BypassFIFO(wiring.Component):
         bypass = load & (inner.level == 0)
         m.d.comb += [
             self.w_rdy.eq(inner.w_rdy),
+            self.level.eq(inner.level + self.r_rdy),
             inner.w_data.eq(self.w_data),
             inner.w_en.eq(self.w_en & ~bypass),
             inner.r_en.eq(load),
@@ -412,7 +414,14 @@ class _DMAPort(wiring.Component):
         stop = self.block | self.clear
 
         # --- reads ------------------------------------------------------------------------
-        m.submodules.rtags = rtags = SyncFIFO(width=13 + _RdTag.size, depth=_RD_OUTSTANDING)
+        # The tag queue's head is a register (not a LUT-RAM read): the read return's tag
+        # selects where its data goes, and from the queue's read pointer through the
+        # LUT RAM and the router's slot memory into a requester's register enable was
+        # the 64-entry device's critical path (85.2 MHz). A tag is readable the cycle
+        # after its command is taken, before its data can return (two cycles or more);
+        # the return waits for it all the same (``r_rdy``) rather than rely on that.
+        m.submodules.rtags = rtags = _BypassFIFO(width=13 + _RdTag.size,
+                                                 depth=_RD_OUTSTANDING)
         rc, r_present, r_fire, r_pending = _cmd_queue(
             m, self.rd_req, stop, room=rtags.w_rdy, bus_ready=dma.rd_cmd.ready)
         m.d.comb += [
@@ -428,7 +437,7 @@ class _DMAPort(wiring.Component):
         rdrain = Signal(range(_RD_OUTSTANDING + 2))
         discard = rdrain != 0
         ext = dma.rd_data
-        out_ok = self.rd_ret.ready | discard
+        out_ok = (self.rd_ret.ready | discard) & rtags.r_rdy
         if W == 8:
             last = ext.payload.last
             m.d.comb += [
@@ -454,7 +463,7 @@ class _DMAPort(wiring.Component):
                     m.d.sync += [fresh.eq(0), rem.eq(rem_cur - 8), hi.eq(~hi)]
         pop = Signal()
         m.d.comb += [
-            self.rd_ret.valid.eq(ext.valid & ~discard),
+            self.rd_ret.valid.eq(ext.valid & ~discard & rtags.r_rdy),
             self.rd_ret.payload.last.eq(last),
             self.rd_ret.payload.err.eq(ext.payload.err),
             self.rd_ret.payload.tag.eq(head_tag),
