@@ -162,7 +162,9 @@ def _synth_ooc(inner, *, freq, workdir, name, seed=1):
     from viommu.rtl.util import component_ports
     top = RegisteredPorts(inner)
     try:
-        # abc9 (Yosys 0.70) crashes on the core: go straight to the classic mapper.
+        # The classic mapper: abc9 crashed on an earlier core with Yosys 0.70; on today's
+        # core and device it maps (fewer LUT4s, deeper logic; docs/timing-log.md), but
+        # every fmax figure so far was measured with "abc -lut 4:7".
         report = synthesize_ooc(top, name=name, ports=component_ports(top),
                                 freq_mhz=freq, workdir=workdir, log=_log, mapper="abc",
                                 seed=seed, nextpnr_args=NEXTPNR_ECP5_ARGS, **DEFAULT_PART)
