@@ -115,21 +115,6 @@ KEEP_FFS = ("hierarchy -top {name}\n"
             "setattr -set keep 1 w:* a:keep %i %ci1:+[Q] w:* %d\n")
 
 
-#: ABC script of the classic mapper (:func:`_yosys_ecp5`'s ``abc``): Yosys 0.70's default for
-#: ``abc -lut 4:7`` ("strash; &get -n; &fraig -x; &put; scorr; dc2; dretime; strash; dch -f;
-#: if; mfs2") with ``if -R 20``, a 20 % delay relaxation. ABC's ``if`` counts a LUT of up to
-#: 7 inputs as one unit of delay and maps every cone to the depth of the deepest one; an
-#: ECP5 builds a LUT5/6/7 from 2/4/8 LUT4s and 1/3/7 PFUMX + L6MUX21. On the complete
-#: device at 12aede5 that depth fell from 6 to 5 LUT levels, and the engine's DMA request
-#: cones (requester state -> arbiter -> the DMA port's command queues) took ~2,400 LUT4s,
-#: ~1,400 PFUMX and ~900 L6MUX21 more in 5 levels than in 6 (yosys only: 15,694 / 3,700 /
-#: 1,582 without ``-R``, 13,265 / 2,325 / 709 with ``-R 20``, 13,112 / 2,596 / 621 for
-#: 451dcf9 without). With ``-R 20`` the 64-entry core's netlist is 5 to 6 levels deep (the
-#: extra level only in the executor) and has 3,292 instead of 3,644 LUT4s.
-ABC_LUT_SCRIPT = ("+strash;&get,-n;&fraig,-x;&put;scorr;dc2;dretime;strash;"
-                  "dch,-f;if,-R,20;mfs2")
-
-
 class SynthError(RuntimeError):
     """A synthesis or place-and-route step failed; ``log_path`` is the tool's full log."""
 
@@ -607,14 +592,13 @@ def _yosys_ecp5(yosys, workdir, name, read_cmd, mapper, elapsed, log):
     def run_abc():
         # The classic ABC LUT mapper, which works where abc9 fails: run synth_ecp5 up to its
         # map_luts step, map with "abc -lut 4:7" (what synth_ecp5 -noabc9 did before abc9
-        # became the only choice; with ABC_LUT_SCRIPT, see there) and let synth_ecp5 finish
-        # from map_cells.
+        # became the only choice) and let synth_ecp5 finish from map_cells.
         (workdir / f"{name}_abc.ys").write_text(
             f"{read_cmd}\n" + KEEP_FFS.format(name=name) +
             f"synth_ecp5 -top {name} -run begin:map_luts\n"
             f"check -latchonly -assert\n"
             f"techmap -map +/lattice/latches_map.v\n"
-            f"abc -lut 4:7 -script {ABC_LUT_SCRIPT}\n"
+            f"abc -lut 4:7\n"
             f"clean\n"
             f"synth_ecp5 -top {name} -run map_cells: -json {name}.json\n"
             f"tee -q -o yosys_stat.json stat -json\n")
@@ -624,7 +608,7 @@ def _yosys_ecp5(yosys, workdir, name, read_cmd, mapper, elapsed, log):
 
     if mapper == "abc":
         elapsed["yosys"] = run_abc()
-        return "abc -lut 4:7 (if -R 20)"
+        return "abc -lut 4:7"
     try:
         elapsed["yosys"] = _run("yosys", [yosys, "-q", "-l", "yosys.log", "-s", f"{name}.ys"],
                                 cwd=workdir, log_path=workdir / "yosys.log",
@@ -638,7 +622,7 @@ def _yosys_ecp5(yosys, workdir, name, read_cmd, mapper, elapsed, log):
     elapsed["yosys_abc9_failed"] = e.elapsed
     (workdir / "yosys.log").replace(workdir / "yosys_abc9.log")
     elapsed["yosys"] = run_abc()
-    return "abc -lut 4:7 (if -R 20; abc9 failed)"
+    return "abc -lut 4:7 (abc9 failed)"
 
 
 _OVERUSE_RE = re.compile(r"^Info:\s+(\w[\w ]*?):\s+(\d+)/\s*(\d+)\s+(\d+)%", re.M)
