@@ -223,6 +223,11 @@ class VirtioMMIORegisters(wiring.Component):
         engine abandons that queue's state (the registers already read as reset).
     device_reset : Out(1)
         One-cycle pulse on a device reset: the core's ``clear`` and the engine's reset.
+    reset_request : Out(1)
+        High in the cycle before ``device_reset`` (the Status = 0 write's execute cycle).
+        A top level registers it to make copies of ``device_reset`` with the same timing,
+        one per block it resets, so that no single net fans out to every flip-flop of the
+        device.
     driver_ok : Out(1)
         Status has DRIVER_OK and FEATURES_OK and neither FAILED nor DEVICE_NEEDS_RESET: the
         device may process the queues. (FEATURES_OK is required too, so that ``features``
@@ -304,6 +309,7 @@ class VirtioMMIORegisters(wiring.Component):
             "notify_queue":    Out(16),
             "queue_reset":     Out(NUM_QUEUES),
             "device_reset":    Out(1),
+            "reset_request":   Out(1),
             "driver_ok":       Out(1),
             "features_ok":     Out(1),
             "features":        Out(Features),
@@ -496,7 +502,7 @@ class VirtioMMIORegisters(wiring.Component):
         # device is one consistent epoch at every cycle edge.
         reset_pulse = Signal()
         m.d.sync += reset_pulse.eq(dev_reset)
-        m.d.comb += self.device_reset.eq(reset_pulse)
+        m.d.comb += [self.device_reset.eq(reset_pulse), self.reset_request.eq(dev_reset)]
         with m.If(reset_pulse):
             m.d.sync += [
                 status.eq(0),
