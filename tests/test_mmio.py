@@ -398,9 +398,10 @@ def run(body, *, params=None, seed=0, **kwargs):
         async for _clk, _rst, *v in ctx.tick().sample(
                 dut.notify, dut.notify_queue, dut.queue_reset, dut.device_reset,
                 dut.bus.bvalid, dut.bus.bready, dut.bus.bresp,
-                dut.bus.rvalid, dut.bus.rready, dut.bus.rdata, dut.bus.rresp, rst):
+                dut.bus.rvalid, dut.bus.rready, dut.bus.rdata, dut.bus.rresp,
+                dut.reset_request, rst):
             notify, nq, qreset, dreset, bvalid, bready, bresp, rvalid, rready, rdata, rresp, \
-                sysrst = v
+                reset_req, sysrst = v
             if notify:
                 events.append(("notify", nq))
             for q in range(2):
@@ -408,6 +409,9 @@ def run(body, *, params=None, seed=0, **kwargs):
                     events.append(("queue_reset", q))
             if dreset:
                 events.append(("device_reset",))
+            if prev is not None and not prev[-1] and not sysrst:
+                # A top level copies device_reset by registering reset_request.
+                assert dreset == prev[-2], "device_reset is not reset_request a cycle later"
             if prev is not None and not prev[-1]:
                 p_bvalid, p_bready, p_bresp, p_rvalid, p_rready, p_rdata, p_rresp = prev[4:11]
                 if p_bvalid and not p_bready:
