@@ -189,6 +189,8 @@ def test_board_flow_small_design(tmp_path, board, pll):
     assert report.timing_met and report.constraint_mhz == pytest.approx(100.0)
     assert report.ffs >= 32 + 1 and report.luts >= 32
     assert (report.utilization["EHXPLLL"]["used"] == 1) == pll
+    # two global buffers: the clock's, and the one that carries sync's reset
+    assert report.utilization["DCCA"]["used"] == 2
     lpf = (tmp_path / "loop.lpf").read_text()
     assert "LOCATE COMP" in lpf
     if target.constraints:
