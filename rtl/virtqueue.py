@@ -360,16 +360,28 @@ def _stale_counter(m, clear, level, pending, pop, *, limit):
     pend_at_clear = Signal()
     stale = Signal(range(limit + 2))    # the number of stale returns
     gone = Signal(range(limit + 2))     # the number discarded so far
+    left = Signal()                     # gone != stale, registered
     discard = Signal()
-    m.d.comb += discard.eq(cleared | (gone != stale))
+    # ``discard`` is two flip-flops ORed: it gates the bus's read-data ready, whose fanout
+    # reaches the bus adapter's wide data registers. ``left`` is computed for the next
+    # cycle from registers, selected by this cycle's (late) ``pop`` in one final gate.
+    m.d.comb += discard.eq(cleared | left)
     m.d.sync += cleared.eq(clear)
     with m.If(clear):
-        m.d.sync += [pend_at_clear.eq(pending), gone.eq(0)]
+        m.d.sync += [pend_at_clear.eq(pending), gone.eq(0), left.eq(1)]
+    with m.Elif(cleared):
+        at_clear = Signal.like(stale)
+        m.d.comb += at_clear.eq(level + pend_at_clear)
+        m.d.sync += [
+            stale.eq(at_clear),
+            gone.eq(pop),               # discard is high in this cycle
+            left.eq(Mux(pop, at_clear != 1, at_clear != 0)),
+        ]
     with m.Else():
-        with m.If(cleared):
-            m.d.sync += stale.eq(level + pend_at_clear)
-        with m.If(discard & pop):
-            m.d.sync += gone.eq(gone + 1)
+        m.d.sync += [
+            gone.eq(gone + (discard & pop)),
+            left.eq(Mux(discard & pop, gone + 1 != stale, gone != stale)),
+        ]
     return discard
 
 
