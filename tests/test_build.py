@@ -104,6 +104,7 @@ def _viommu(*args, cwd=None):
     (["--freq", "0"], "--freq must be positive"),
     (["--baud", "0"], "--baud must be positive"),
     (["--entries", "0"], "entries"),
+    (["--board", "ice40_hx8k", "--timing-report"], "--timing-report needs an ECP5 target"),
 ])
 def test_build_bad_input(args, text):
     r = _viommu("build", *args)
@@ -179,11 +180,13 @@ class _LoopSoC(wiring.Component):
 @pytest.mark.parametrize("board, pll", [("versa_ecp5_5g", False), ("ecp5_5g_evn", True)])
 def test_board_flow_small_design(tmp_path, board, pll):
     from viommu.boards.build import build_ecp5_board
+    from viommu.cli import _nextpnr_args, _timing_report
     target = get_target(board)
     messages = []
     report = build_ecp5_board(target.make_platform(), BoardImage(_LoopSoC(), freq_hz=100e6),
                               name="loop", workdir=tmp_path, log=messages.append,
-                              extra_lpf=target.constraints, board=board)
+                              extra_lpf=target.constraints, board=board,
+                              nextpnr_args=_nextpnr_args(True))
     assert report.board == board
     assert report.bitstream and (tmp_path / "loop.bit").stat().st_size > 100_000
     assert report.timing_met and report.constraint_mhz == pytest.approx(100.0)
@@ -197,6 +200,10 @@ def test_board_flow_small_design(tmp_path, board, pll):
         assert target.constraints.strip().splitlines()[-1] in lpf
     # constraints/<board>.lpf's SYSCONFIG reaches the bitstream's configuration
     assert ".sysconfig MCCLK_FREQ 38.8" in (tmp_path / "loop.config").read_text()
+    # viommu build --timing-report: the SDF's worst path is nextpnr's critical path
+    sta = _timing_report(tmp_path, 100.0)
+    assert sta["failing_endpoints"] == 0 and sta["endpoints"] >= 40
+    assert sta["fmax_mhz"] == pytest.approx(report.fmax_mhz, abs=0.01)
     saved = json.loads((tmp_path / "synth_report.json").read_text())
     assert saved["bitstream"] == report.bitstream
     assert any(m.startswith("[synth] nextpnr-ecp5 done in") for m in messages)

@@ -153,7 +153,11 @@ def _params_dict(params):
 
 # --- build ---------------------------------------------------------------------------------
 
-def _synth_ooc(inner, *, freq, workdir, name, seed=1):
+#: nextpnr's SDF, written into the build directory by ``viommu build --timing-report``.
+TIMING_SDF = "timing.sdf"
+
+
+def _synth_ooc(inner, *, freq, workdir, name, seed=1, sdf=False):
     """Place and route the component ``inner`` (the core, or the complete device) out of
     context inside :class:`~viommu.boards.harness.RegisteredPorts` (so that paths from its
     inputs are timed); the harness's own flip-flops are taken out of the FF count."""
@@ -167,11 +171,26 @@ def _synth_ooc(inner, *, freq, workdir, name, seed=1):
         # every fmax figure so far was measured with "abc -lut 4:7".
         report = synthesize_ooc(top, name=name, ports=component_ports(top),
                                 freq_mhz=freq, workdir=workdir, log=_log, mapper="abc",
-                                seed=seed, nextpnr_args=NEXTPNR_ECP5_ARGS, **DEFAULT_PART)
+                                seed=seed, nextpnr_args=_nextpnr_args(sdf), **DEFAULT_PART)
     except SynthError as e:
         raise CliError(str(e)) from None
     report.harness_ffs = top.harness_ffs
     return report
+
+
+def _nextpnr_args(sdf):
+    from viommu.boards.synth import NEXTPNR_ECP5_ARGS
+    return (*NEXTPNR_ECP5_ARGS, "--sdf", TIMING_SDF) if sdf else NEXTPNR_ECP5_ARGS
+
+
+def _timing_report(workdir, freq):
+    """Every endpoint of the routed design timed from nextpnr's SDF (boards/sta.py)."""
+    from viommu.boards.sta import read_sdf, TimingGraph, analyse, SDFError
+    path = os.path.join(workdir, TIMING_SDF)
+    try:
+        return analyse(TimingGraph(read_sdf(path)), 1000.0 / freq, paths=1, top=10)
+    except (OSError, SDFError) as e:
+        raise CliError(f"--timing-report: cannot analyse {path}: {e}") from None
 
 
 def _core_ffs(report):
@@ -209,7 +228,8 @@ def _build_target(parser, args, target, params, freq, workdir):
             report = build_ecp5_board(target.make_platform(), top, name="viommu_board",
                                       workdir=workdir, seed=args.seed, log=_log,
                                       pack=not args.no_pack, extra_lpf=target.constraints,
-                                      board=target.name)
+                                      board=target.name,
+                                      nextpnr_args=_nextpnr_args(args.timing_report))
             extra["transport"] = _transport_dict(soc.device)
             extra["uart"] = {"baud": args.baud, "divisor": soc.divisor,
                              "actual_baud": round(freq * 1e6 / soc.divisor)}
@@ -230,7 +250,8 @@ def _build_target(parser, args, target, params, freq, workdir):
             else:
                 from viommu.rtl.core import Core
                 inner, name = Core(params=params), "virtio_iommu_core"
-            report = _synth_ooc(inner, freq=freq, workdir=workdir, seed=args.seed, name=name)
+            report = _synth_ooc(inner, freq=freq, workdir=workdir, seed=args.seed, name=name,
+                                sdf=args.timing_report)
             extra.update(harness_ffs=report.harness_ffs, core_ffs=_core_ffs(report))
     except SynthError as e:
         raise CliError(str(e)) from None
@@ -255,6 +276,8 @@ def cmd_build(parser, args):
         parser.error(f"--baud must be positive, not {args.baud}")
     if args.seed < 0:
         parser.error(f"--seed must be >= 0, not {args.seed}")
+    if args.timing_report and target.kind == "core-ice40":
+        parser.error("--timing-report needs an ECP5 target (nextpnr-ice40's SDF is not read)")
     t0 = time.monotonic()
     workdir = os.path.join(args.build_dir, target.name)
     _log(f"[build] {target.name}: {target.summary}; {target.part} at {freq:g} MHz; "
@@ -265,6 +288,10 @@ def cmd_build(parser, args):
         print(f"(FF includes {extra['harness_ffs']} harness flip-flops around the core's "
               f"ports, so that paths from and to them are timed; the core alone has "
               f"{extra['core_ffs']} FF)")
+    if args.timing_report:
+        from viommu.boards.sta import format_report
+        extra["timing_report"] = sta = _timing_report(workdir, freq)
+        print(format_report(sta), end="")
     if args.json:
         d = report.to_dict()
         d.update(target=target.name, config=_params_dict(params), **extra)
@@ -405,6 +432,10 @@ def build_parser():
                    help="where tool files go: DIR/<board> (default: build)")
     p.add_argument("--allow-timing-fail", action="store_true",
                    help="exit 0 even when fmax is below the constraint")
+    p.add_argument("--timing-report", action="store_true",
+                   help="ECP5: have nextpnr write an SDF and time every endpoint from it; "
+                        "print the failing endpoints grouped by block, start register, "
+                        "pin kind and net (boards/sta.py; --json gets them too)")
     add_core_options(p)
     add_transport_options(p)
     p.set_defaults(func=cmd_build, subparser=p)
