@@ -72,7 +72,9 @@ class GuestRAM(wiring.Component):
         crossing it). ``wlast`` is not looked at: beats are counted against ``awlen``.
         ``awlock`` / ``awcache`` / ``awprot`` (and AR's) are ignored. Reads and writes
         are independent: one read burst and one write burst in progress at a time, each
-        the next one accepted in the cycle its predecessor's last beat goes (no bubble).
+        the next one accepted in the cycle its predecessor's last beat goes (no bubble);
+        the next burst's AR / AW may be taken earlier, into a holding register, and
+        ``arready`` / ``awready`` are flip-flops (low only while that register is full).
     lite : In(AXI4LiteSignature(addr_width=log2(size), data_width=32))
         The host's port: one 32-bit word per access (bits 1..0 of the address are
         ignored), byte strobes honoured, always OKAY. One write and one read are handled
@@ -138,6 +140,33 @@ class GuestRAM(wiring.Component):
         wrap_mask = Signal(12, name=f"{name}_wrap_mask")
         m.d.comb += wrap_mask.eq((((length + 1) << size) - 1)[:12])
         return resp, wrap_mask
+
+    @staticmethod
+    def _held_burst(m, name, *, busy, free, state, req, valid, ready, error):
+        """Accepts bursts for one direction through a one-entry holding register.
+
+        ``state`` are the burst registers (the last one the burst's response), ``req``
+        the values to load into them from the address channel, ``busy`` the flag of a
+        burst in progress, ``free`` whether that burst ends in this cycle (or none is in
+        progress). ``ready`` is the holding register's
+        emptiness. A burst starts from the holding register when there is one, else
+        straight from the channel. ``error`` pulses in the cycle after a burst that will
+        be answered with an error response is taken.
+        """
+        full = Signal(name=f"{name}_held")
+        held = [Signal.like(s, name=f"{name}_held_{i}") for i, s in enumerate(state)]
+        take = Signal(name=f"{name}_take")
+        m.d.comb += [ready.eq(~full), take.eq(valid & ~full)]
+        m.d.sync += error.eq(take & (req[-1] != Resp.OKAY))
+        with m.If(free & full):
+            m.d.sync += [busy.eq(1), full.eq(0)]
+            m.d.sync += [s.eq(h) for s, h in zip(state, held)]
+        with m.Elif(free & take):
+            m.d.sync += busy.eq(1)
+            m.d.sync += [s.eq(r) for s, r in zip(state, req)]
+        with m.Elif(take):
+            m.d.sync += full.eq(1)
+            m.d.sync += [h.eq(r) for h, r in zip(held, req)]
 
     def elaborate(self, platform):
         m = Module()
@@ -244,17 +273,16 @@ class GuestRAM(wiring.Component):
             with m.If(r_len == 0):
                 m.d.sync += r_busy.eq(0)
 
-        m.d.comb += axi.arready.eq(~r_busy | (r_go & (r_len == 0)))
+        # As for AW below: an AR taken while a burst is in progress waits in a holding
+        # register, and ``arready`` is a flip-flop (the register is empty), so that a
+        # master's AR acceptance does not wait on ``rready`` and the Lite arbitration.
         ar_resp, ar_wmask = self._burst_check(m, lw, aw, axi.araddr, axi.arsize,
                                               axi.arburst, axi.arlen, "ar")
-        m.d.sync += self.read_error.eq(0)
-        with m.If(axi.arvalid & axi.arready):
-            m.d.sync += [
-                r_busy.eq(1), r_addr.eq(axi.araddr[:keep]), r_len.eq(axi.arlen),
-                r_size.eq(axi.arsize), r_burst.eq(axi.arburst), r_wmask.eq(ar_wmask),
-                r_id.eq(axi.arid), r_resp.eq(ar_resp),
-                self.read_error.eq(ar_resp != Resp.OKAY),
-            ]
+        self._held_burst(m, "ar", busy=r_busy, free=~r_busy | (r_go & (r_len == 0)),
+                         state=(r_addr, r_len, r_size, r_burst, r_wmask, r_id, r_resp),
+                         req=(axi.araddr[:keep], axi.arlen, axi.arsize, axi.arburst,
+                              ar_wmask, axi.arid, ar_resp),
+                         valid=axi.arvalid, ready=axi.arready, error=self.read_error)
 
         # --- AXI4 W and B ----------------------------------------------------------------------
         w_take = axi.wvalid & axi.wready
@@ -268,17 +296,21 @@ class GuestRAM(wiring.Component):
                 m.d.sync += [axi.bvalid.eq(1), axi.bresp.eq(w_resp), axi.bid.eq(w_id),
                              w_busy.eq(0)]
 
-        m.d.comb += axi.awready.eq(~w_busy | (w_take & (w_len == 0)))
+        # An AW taken while a burst is in progress waits in a holding register, and
+        # ``awready`` is that register's emptiness, a flip-flop (see ``_held_burst``):
+        # a master's AW acceptance
+        # (the burst splitter of an AXI master, its widest enable) then does not wait on
+        # this port's W, B and Lite arbitration, which ``awready`` once came through (the
+        # 64-entry board image: 47 failing endpoints at 100 MHz). The held burst starts in
+        # the cycle its predecessor's last beat goes, so bursts still follow without a
+        # bubble; an AW into an idle port starts its burst directly.
         aw_resp, aw_wmask = self._burst_check(m, lw, aw, axi.awaddr, axi.awsize,
                                               axi.awburst, axi.awlen, "aw")
-        m.d.sync += self.write_error.eq(0)
-        with m.If(axi.awvalid & axi.awready):
-            m.d.sync += [
-                w_busy.eq(1), w_addr.eq(axi.awaddr[:keep]), w_len.eq(axi.awlen),
-                w_size.eq(axi.awsize), w_burst.eq(axi.awburst), w_wmask.eq(aw_wmask),
-                w_id.eq(axi.awid), w_resp.eq(aw_resp),
-                self.write_error.eq(aw_resp != Resp.OKAY),
-            ]
+        self._held_burst(m, "aw", busy=w_busy, free=~w_busy | (w_take & (w_len == 0)),
+                         state=(w_addr, w_len, w_size, w_burst, w_wmask, w_id, w_resp),
+                         req=(axi.awaddr[:keep], axi.awlen, axi.awsize, axi.awburst,
+                              aw_wmask, axi.awid, aw_resp),
+                         valid=axi.awvalid, ready=axi.awready, error=self.write_error)
 
         # --- AXI4-Lite -------------------------------------------------------------------------
         m.d.comb += [
