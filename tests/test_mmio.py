@@ -839,6 +839,12 @@ def test_device_reset_clears_all_but_bypass():
             assert await b.read(sel_off) == 0
         for q in (0, 1):
             assert b.queue_out(q) == dict(ready=0, num=QMAX, desc=0, driver=0, device=0)
+        # QueueSel was 1 before the reset: the queue registers now address queue 0
+        await b.write(MMIO.QUEUE_NUM, 32)
+        await b.write(MMIO.QUEUE_DESC_LOW, 0x7000)
+        assert b.queue_out(0) == dict(ready=0, num=32, desc=0x7000, driver=0, device=0)
+        assert b.queue_out(1) == dict(ready=0, num=QMAX, desc=0, driver=0, device=0)
+        assert await b.read(MMIO.QUEUE_NUM_MAX) == QMAX
         assert await b.read(MMIO.DRIVER_FEATURES) == 0
         # bypass and ConfigGeneration survive
         assert await b.read(MMIO.CONFIG_BYPASS) == 1 and b.get(dut.bypass) == 1
