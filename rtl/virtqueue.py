@@ -859,11 +859,22 @@ class VirtqueueEngine(wiring.Component):
             rr_rd_addr.eq(qc[0].driver + 4 + (slot << 1)),
         ]
 
+        # The entries up to the ring's end, capped at 4, from the ring index alone: with
+        # ``num`` a power of two, fewer than 5 are left when every index bit above bit 1
+        # under the mask is set, and then ``num - slot`` (1..4) equals its low 3 bits.
+        # (The 16-bit ``num - slot`` and two 16-bit minimums were in series with the avail
+        # idx's read data: the 64-entry board image's worst path, 91.1 MHz.)
+        to_end4 = Signal(3)
+        m.d.comb += to_end4.eq(Mux((slot | ~mask[0])[2:] == 0x3fff,
+                                   num[0][:3] - slot[:3], 4))
+
         def prepare(avail):
-            cnt = (avail - r_fetch)[:16]
-            to_end = num[0] - slot
+            cnt = Signal(16)
+            cnt4 = Signal(3)
+            m.d.comb += [cnt.eq(avail - r_fetch),
+                         cnt4.eq(Mux(cnt[2:] != 0, 4, cnt[:3]))]
             with m.If(live[0] & (avail != r_fetch)):
-                m.d.sync += [rr_valid.eq(1), rr_n.eq(_min(_min(cnt, 4), to_end)),
+                m.d.sync += [rr_valid.eq(1), rr_n.eq(_min(cnt4, to_end4)),
                              rr_addr.eq(rr_rd_addr)]
 
         with m.FSM(name="ring") as fsm:
@@ -1196,6 +1207,26 @@ class VirtqueueEngine(wiring.Component):
                 pay_beats.eq((ld_pay_n + 7) >> 3),
             ]
         wtot_sum = w_wtotal + d.len
+        # A payload read may go when the request FIFO has room for its beats and the packer
+        # a command slot, decided from flip-flops: ``credits >= pay_beats`` and the packer
+        # queue's fill were in series with the read arbitration and the router's slot
+        # flags (the 64-entry board image's worst path, 24 endpoints). Only the walker
+        # takes credits, at most READ_CAP / 8 = 16 in a cycle, and at most one packer
+        # slot, so: 32 credits a cycle ago are enough now for any read; otherwise last
+        # cycle's compare holds when last cycle was EXEC too (pay_beats was the same and no
+        # credit was taken): in EXEC's first cycle with under 32 credits the read waits a
+        # cycle. One packer slot is kept spare.
+        cred_big = Signal()
+        cred_ok = Signal()
+        w_first_exec = Signal()
+        pk_room = Signal()
+        assert READ_CAP // 8 <= 16
+        m.d.sync += [
+            cred_big.eq(credits >= 32),
+            cred_ok.eq(credits >= pay_beats),
+            w_first_exec.eq(fsm_latch),
+            pk_room.eq(pk_fifo.level < _PK_CMD_DEPTH - 1),
+        ]
         pk_in = _PkCmd(pk_fifo.w_data)
         m.submodules.eq_records = eq_rec_fifo = SyncFIFO(width=_Record.size, depth=2)
         rec_in = _Record(rec_fifo.w_data)
@@ -1299,7 +1330,7 @@ class VirtqueueEngine(wiring.Component):
                 with m.Elif(w_seen_w):
                     error()                                  # readable after writable
                 with m.Elif(x_pay):
-                    m.d.comb += r_w.valid.eq((credits >= pay_beats) & pk_fifo.w_rdy)
+                    m.d.comb += r_w.valid.eq((cred_big | (cred_ok & ~w_first_exec)) & pk_room)
                     rd(r_w, d.addr, pay_n, _D_PAY, 0)
                     with m.If(r_w.grant):
                         m.d.comb += [cred_take.eq(pay_beats), pk_fifo.w_en.eq(1),
