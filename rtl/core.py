@@ -38,7 +38,7 @@ Let a request's response be first valid (``resp.valid``) in cycle ``c``.
    single clock edge.
 """
 
-from amaranth.hdl import Module, ResetInserter
+from amaranth.hdl import Module
 from amaranth.lib import wiring, stream
 from amaranth.lib.wiring import In, Out
 
@@ -48,7 +48,7 @@ from .params import CoreParams
 from .executor import Executor
 from .mapping_table import MappingTable
 from .lookup import LookupPort, LOOKUP_LATENCY
-from .util import ceil_log2
+from .util import ceil_log2, reset_inserter
 
 
 __all__ = ["Core", "LookupSignature", "LOOKUP_LATENCY"]
@@ -91,9 +91,17 @@ class Core(wiring.Component):
         in progress abandoned (its response is never produced).
     busy : Out(1)
         A request is being worked on.
+
+    With ``reset_by_clear=True`` the core's flip-flops are reset by ``clear`` alone, not
+    also by the ``sync`` domain's reset: their reset net then has one driver (see
+    :func:`~.util.reset_inserter`). ``clear`` must then be high whenever the domain is in
+    reset (as the device's reset flip-flop is, reset value 1).
     """
 
-    def __init__(self, *, params=None, **kwargs):
+    def __init__(self, *, params=None, reset_by_clear=False, **kwargs):
+        if not isinstance(reset_by_clear, bool):
+            raise TypeError(f"reset_by_clear must be a bool, not {reset_by_clear!r}")
+        self.reset_by_clear = reset_by_clear
         if params is None:
             params = CoreParams(**kwargs)
         elif kwargs:
@@ -124,7 +132,7 @@ class Core(wiring.Component):
         m = Module()
         p = self.params
         executor, table = self.executor, self.table
-        reset = ResetInserter(self.clear)
+        reset = reset_inserter(m, self.clear, alone=self.reset_by_clear, name="core_logic")
         m.submodules.executor = reset(executor)
         m.submodules.table = reset(table)
 

@@ -24,7 +24,7 @@ from .core import Core, LookupSignature
 from .layouts import Feature, lookup_request_layout, lookup_response_layout
 from .mmio import VirtioMMIORegisters
 from .params import CoreParams
-from .util import check_int
+from .util import check_int, global_buffer
 from .virtqueue import VirtqueueEngine, FaultRecord
 
 
@@ -120,6 +120,11 @@ class VirtioIOMMUMMIO(wiring.Component):
     fault_drops : Out(32)
         Fault reports lost because no eventq buffer was available and the fault queue was
         full, plus those lost to simultaneous denials on several lookup ports.
+    clk, rst
+        The ``sync`` domain; ``rst`` is synchronous, active high, and must be held for at
+        least two cycles (the core and the engine are reset by their own reset
+        flip-flops, which follow ``rst`` one cycle late). When elaborated for an ECP5
+        platform, those two reset nets are put on global buffers (``DCCA``).
     """
 
     def __init__(self, *, params=None, features=DEFAULT_FEATURES, queue_size=256,
@@ -170,8 +175,9 @@ class VirtioIOMMUMMIO(wiring.Component):
             addr_width=12, bypass_init=self.bypass_init)
         m.submodules.engine = engine = VirtqueueEngine(
             width=self.axi_width, queue_size_max=self.queue_size,
-            fault_queue_depth=self.fault_queue_depth, _index_base=self._index_base)
-        m.submodules.core = core = Core(params=p)
+            fault_queue_depth=self.fault_queue_depth, reset_by_clear=True,
+            _index_base=self._index_base)
+        m.submodules.core = core = Core(params=p, reset_by_clear=True)
         m.submodules.dma = dma = AXI4DMAMaster(width=self.axi_width, addr_width=64,
                                                id_width=1)
         m.submodules.faults = merger = FaultMerger(ports=p.lookup_ports,
@@ -221,8 +227,14 @@ class VirtioIOMMUMMIO(wiring.Component):
         # domain's reset, it reached the synchronous resets of the register block, the
         # engine and the core from a single LUT, and its longest routes (7.8 ns) failed
         # 79 endpoints of the 64-entry board image.
-        engine_clear = Signal(attrs={"keep": 1})
-        core_clear = Signal(attrs={"keep": 1})
+        # Each copy is also high while the domain is in reset (reset value 1) and in the
+        # cycle after it, and it alone resets the core's and the engine's logic
+        # (``reset_by_clear``): the reset net of each is then one flip-flop, carried by a
+        # global buffer on ECP5, instead of an OR of the domain reset and the copy in a
+        # LUT, which fanned out to thousands of reset pins on general routing. (So the
+        # domain reset must last two cycles or more, as a reset synchronizer's does.)
+        engine_clear = Signal(init=1, attrs={"keep": 1})
+        core_clear = Signal(init=1, attrs={"keep": 1})
         m.d.sync += [engine_clear.eq(regs.reset_request), core_clear.eq(regs.reset_request)]
 
         m.d.comb += [
@@ -231,8 +243,8 @@ class VirtioIOMMUMMIO(wiring.Component):
             engine.enable.eq(regs.driver_ok),
             engine.notify.valid.eq(regs.notify),
             engine.notify.payload.eq(regs.notify_queue),
-            engine.clear.eq(engine_clear),
-            core.clear.eq(core_clear),
+            engine.clear.eq(global_buffer(m, platform, engine_clear, name="engine_clear")),
+            core.clear.eq(global_buffer(m, platform, core_clear, name="core_clear")),
             core.bypass.eq(regs.bypass),
             regs.irq_used_set.eq(engine.irq_used),
             regs.needs_reset_set.eq(engine.needs_reset),

@@ -1,9 +1,10 @@
-"""Small combinational building blocks shared by the core's components."""
+"""Small building blocks shared by the components: checks, multiplexers, encoders, resets."""
 
-from amaranth.hdl import Const, Signal, Cat, Mux, unsigned
+from amaranth.hdl import (Const, Signal, Cat, Mux, unsigned, ClockDomain, ClockSignal,
+                          DomainRenamer, Instance, ResetInserter)
 
 
-__all__ = ["check_int", "tree_or", "tree_any", "onehot_mux", "priority_encode", "onehot_encode",
+__all__ = ["check_int", "reset_inserter", "global_buffer", "tree_or", "tree_any", "onehot_mux", "priority_encode", "onehot_encode",
            "ceil_log2", "uge", "component_ports"]
 
 
@@ -105,3 +106,35 @@ def uge(a, b):
     width = max(len(a), len(b))
     diff = Cat(a, Const(0, width + 1 - len(a))) - Cat(b, Const(0, width + 1 - len(b)))
     return ~diff[width]
+
+
+def reset_inserter(m, clear, *, alone, name):
+    """A transform that resets an elaboratable's ``sync`` logic with ``clear``.
+
+    ``alone=False``: :class:`~amaranth.hdl.ResetInserter` (the logic is reset while
+    ``clear`` is high or the domain is in reset; every flip-flop's reset is the OR of the
+    two). ``alone=True``: the logic runs in a reset-less domain ``name`` of ``m`` on the
+    ``sync`` clock and ``clear`` alone resets it, so the reset net of all its flip-flops
+    has ``clear``'s driver as its only source (a flip-flop, which a global buffer can
+    carry), not an OR gate. The caller then guarantees that ``clear`` covers the domain's
+    reset: for example a flip-flop whose reset value is 1, with a domain reset held for at
+    least two cycles.
+    """
+    if not alone:
+        return ResetInserter(clear)
+    m.domains += ClockDomain(name, reset_less=True, local=True)
+    m.d.comb += ClockSignal(name).eq(ClockSignal("sync"))
+    return lambda elaboratable: ResetInserter({name: clear})(
+        DomainRenamer({"sync": name})(elaboratable))
+
+
+def global_buffer(m, platform, signal, *, name):
+    """``signal`` through a global clock buffer where the platform has one that can reach
+    logic (ECP5: ``DCCA``; nextpnr then routes the net on a global network, which reaches
+    every slice's reset and enable pins in about the same time); else ``signal`` itself.
+    For a high-fanout net driven by one flip-flop, such as a synchronous reset."""
+    if getattr(platform, "family", None) != "ecp5":
+        return signal
+    out = Signal(name=f"{name}_g")
+    m.submodules[f"{name}_gbuf"] = Instance("DCCA", i_CLKI=signal, i_CE=1, o_CLKO=out)
+    return out

@@ -232,3 +232,61 @@ def test_onehot_mux(n):
 
     sim.add_testbench(tb)
     sim.run()
+
+
+def test_global_buffer_only_on_ecp5():
+    """A DCCA on an ECP5 platform (the net then goes on a global network), nothing else
+    anywhere else (simulation, generic Verilog)."""
+    from amaranth.hdl import Instance, Module, Signal
+    from viommu.rtl.util import global_buffer
+
+    class _ECP5:
+        family = "ecp5"
+
+    sig = Signal()
+    m = Module()
+    assert global_buffer(m, None, sig, name="x") is sig
+    assert global_buffer(m, object(), sig, name="x") is sig
+    out = global_buffer(m, _ECP5(), sig, name="x")
+    assert out is not sig
+    from amaranth.hdl import Fragment
+    frag = Fragment.get(m, None)
+    dccas = [sub for sub, *_ in frag.subfragments if isinstance(sub, Instance)]
+    assert len(dccas) == 1 and dccas[0].type == "DCCA"
+    assert dccas[0].ports["CLKI"][0] is sig and dccas[0].ports["CLKO"][0] is out
+
+
+def test_reset_inserter_alone_ignores_the_domain_reset():
+    """``reset_inserter(alone=True)``: the logic is reset by ``clear`` and not by the
+    domain reset; ``alone=False``: by either."""
+    from amaranth.hdl import ClockDomain, Module, Signal
+    from amaranth.sim import Simulator
+    from viommu.rtl.util import reset_inserter
+
+    for alone in (False, True):
+        clear = Signal()
+        count = Signal(8)
+        top = Module()
+        top.domains.sync = cd = ClockDomain("sync")
+        inner = Module()
+        inner.d.sync += count.eq(count + 1)
+        top.submodules.inner = reset_inserter(top, clear, alone=alone, name="logic")(inner)
+        seen = {}
+
+        async def bench(ctx):
+            await ctx.tick().repeat(5)
+            ctx.set(cd.rst, 1)
+            await ctx.tick()
+            ctx.set(cd.rst, 0)
+            seen["after_rst"] = ctx.get(count)
+            ctx.set(clear, 1)
+            await ctx.tick()
+            ctx.set(clear, 0)
+            seen["after_clear"] = ctx.get(count)
+
+        sim = Simulator(top)
+        sim.add_clock(1e-8)
+        sim.add_testbench(bench)
+        sim.run()
+        assert seen["after_rst"] == (6 if alone else 0), alone
+        assert seen["after_clear"] == 0
