@@ -137,7 +137,11 @@ notify : In(stream.Signature(16, always_ready=True))
 clear : In(1)
     Device reset: everything is abandoned, every index restarts at 0, the fault FIFO is
     emptied and ``fault_drops`` cleared. DMA commands already presented on the bus
-    complete; their data and responses are discarded.
+    complete; their data and responses are discarded. With ``reset_by_clear=True`` the
+    engine's logic (not its DMA port) is reset by ``clear`` alone, not also by the
+    ``sync`` domain's reset, so that its reset net has one driver
+    (:func:`~.util.reset_inserter`); ``clear`` must then be high whenever the domain is in
+    reset.
 irq_used : Out(1)
     One-cycle pulse: the driver wants a used-buffer notification (set InterruptStatus
     bit 0 / send the queue's MSI).
@@ -217,14 +221,14 @@ ring (used elements, used idx, ``avail_event``).
 A request too short for its type is not an error of the ring: the core answers INVAL.
 """
 
-from amaranth.hdl import Module, Signal, Cat, Const, Mux, ResetInserter
+from amaranth.hdl import Module, Signal, Cat, Const, Mux
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .dma import DMASignature
-from .util import check_int, onehot_mux
+from .util import check_int, onehot_mux, reset_inserter
 from .layouts import ReqBeat, RespBeat, VirtqDesc, DescFlag, QueueConfig
 
 
@@ -385,6 +389,62 @@ def _stale_counter(m, clear, level, pending, pop, *, limit):
     return discard
 
 
+def _fifo_signature(width, depth):
+    """The ``SyncFIFO`` interface subset of the engine's own FIFOs (as ports)."""
+    return wiring.Signature({
+        "w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
+        "r_data": Out(width), "r_en": In(1), "r_rdy": Out(1),
+        "level": Out(range(depth + 1)),
+    })
+
+
+class _WriteAheadFIFO(wiring.Component):
+    """A FIFO of ``depth`` entries in LUT RAM (asynchronous read) whose memory is written in
+    every cycle it is not full, at the write pointer, with whatever ``w_data`` holds;
+    ``w_en`` only moves the pointer. The slot at the write pointer is free whenever the
+    FIFO is not full, so the extra writes change nothing readable, and the memory's write
+    enable is a flip-flop (``full``) rather than ``w_en``, which may come late through
+    handshakes. The ``SyncFIFO`` interface subset: ``w_data``, ``w_en``, ``w_rdy``,
+    ``r_data``, ``r_en``, ``r_rdy``, ``level``; ``r_data`` is the head entry,
+    combinationally from the memory.
+    """
+
+    def __init__(self, *, width, depth):
+        check_int("depth", depth, 1, 1 << 16)
+        self._depth = depth
+        super().__init__(_fifo_signature(width, depth))
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = self._depth
+        m.submodules.storage = mem = Memory(shape=len(self.w_data), depth=depth, init=[])
+        wp = mem.write_port()
+        rp = mem.read_port(domain="comb")
+        w_ptr = Signal(range(depth))
+        r_ptr = Signal(range(depth))
+        full = Signal()
+        do_w = self.w_en & ~full
+        do_r = self.r_en & self.r_rdy
+        m.d.comb += [
+            wp.addr.eq(w_ptr), wp.data.eq(self.w_data), wp.en.eq(~full),
+            rp.addr.eq(r_ptr), self.r_data.eq(rp.data),
+            self.w_rdy.eq(~full), self.r_rdy.eq(self.level != 0),
+        ]
+
+        def step(ptr):
+            return Mux(ptr == depth - 1, 0, ptr + 1)
+
+        with m.If(do_w):
+            m.d.sync += w_ptr.eq(step(w_ptr))
+        with m.If(do_r):
+            m.d.sync += r_ptr.eq(step(r_ptr))
+        with m.If(do_w & ~do_r):
+            m.d.sync += [self.level.eq(self.level + 1), full.eq(self.level == depth - 1)]
+        with m.Elif(do_r & ~do_w):
+            m.d.sync += [self.level.eq(self.level - 1), full.eq(0)]
+        return m
+
+
 class _BypassFIFO(wiring.Component):
     """A FIFO of ``depth`` entries with a registered output that is loaded directly from
     the write side when nothing is queued: an entry written into an empty FIFO is readable
@@ -392,20 +452,22 @@ class _BypassFIFO(wiring.Component):
     holds the other ``depth - 1`` entries in block RAM behind this output register).
     The ``SyncFIFO`` interface subset: ``w_data``, ``w_en``, ``w_rdy``, ``r_data``,
     ``r_en``, ``r_rdy``, ``level`` (entries held, the output register's included).
+
+    ``write_ahead=True``: the other entries are held in a :class:`_WriteAheadFIFO` (LUT
+    RAM), and the output register loads in every cycle it may, choosing between the queue
+    and ``w_data`` by the queue's fill: ``w_en`` then reaches only pointers and valid
+    flags, no memory write enable and no data register's enable.
     """
 
-    def __init__(self, *, width, depth):
+    def __init__(self, *, width, depth, write_ahead=False):
         self._depth = depth
-        super().__init__({
-            "w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
-            "r_data": Out(width), "r_en": In(1), "r_rdy": Out(1),
-            "level": Out(range(depth + 1)),
-        })
+        self._write_ahead = write_ahead
+        super().__init__(_fifo_signature(width, depth))
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.inner = inner = SyncFIFOBuffered(width=len(self.w_data),
-                                                      depth=self._depth - 1)
+        fifo = _WriteAheadFIFO if self._write_ahead else SyncFIFOBuffered
+        m.submodules.inner = inner = fifo(width=len(self.w_data), depth=self._depth - 1)
         load = ~self.r_rdy | self.r_en         # the output register is free next cycle
         bypass = load & (inner.level == 0)
         m.d.comb += [
@@ -415,6 +477,13 @@ class _BypassFIFO(wiring.Component):
             inner.w_en.eq(self.w_en & ~bypass),
             inner.r_en.eq(load),
         ]
+        if self._write_ahead:
+            with m.If(load):
+                m.d.sync += [
+                    self.r_data.eq(Mux(inner.r_rdy, inner.r_data, self.w_data)),
+                    self.r_rdy.eq(inner.r_rdy | self.w_en),
+                ]
+            return m
         with m.If(load):
             with m.If(inner.r_rdy):
                 m.d.sync += [self.r_data.eq(inner.r_data), self.r_rdy.eq(1)]
@@ -468,7 +537,7 @@ class _DMAPort(wiring.Component):
         # after its command is taken, before its data can return (two cycles or more);
         # the return waits for it all the same (``r_rdy``) rather than rely on that.
         m.submodules.rtags = rtags = _BypassFIFO(width=13 + _RdTag.size,
-                                                 depth=_RD_OUTSTANDING)
+                                                 depth=_RD_OUTSTANDING, write_ahead=True)
         # Room in the tag queues, registered: room for two more in one cycle is room for
         # one in the next (at most one command is taken per cycle). From the queue's fill
         # through ``present`` and ``fire`` into the command queues' enables was 44 failing
@@ -526,7 +595,10 @@ class _DMAPort(wiring.Component):
         ]
 
         # --- writes (every write is one command and one data beat) ----------------------
-        m.submodules.wtags = wtags = SyncFIFO(width=_WrTag.size, depth=_WR_OUTSTANDING)
+        # (write-ahead: the command handshake, which ``block``/``clear`` reach, moves only
+        # pointers; it was the LUT-RAM write enable of both tag queues, 41 failing
+        # endpoints of the 64-entry board image)
+        m.submodules.wtags = wtags = _WriteAheadFIFO(width=_WrTag.size, depth=_WR_OUTSTANDING)
         m.submodules.wdata = wdq = SyncFIFO(width=64, depth=4)
         w_room = Signal()
         m.d.sync += w_room.eq((wtags.level < _WR_OUTSTANDING - 1) & (wdq.level < wdq.depth - 1))
@@ -601,7 +673,11 @@ def _arbitrate(m, requesters, out):
 class VirtqueueEngine(wiring.Component):
     __doc__ = __doc__
 
-    def __init__(self, *, width=8, queue_size_max=256, fault_queue_depth=8, _index_base=0):
+    def __init__(self, *, width=8, queue_size_max=256, fault_queue_depth=8,
+                 reset_by_clear=False, _index_base=0):
+        if not isinstance(reset_by_clear, bool):
+            raise TypeError(f"reset_by_clear must be a bool, not {reset_by_clear!r}")
+        self.reset_by_clear = reset_by_clear
         if isinstance(width, bool) or width not in (8, 16):
             raise ValueError(f"width must be 8 or 16 (bytes per DMA beat), not {width!r}")
         check_int("queue_size_max", queue_size_max, 2, 32768, power_of_two=True)
@@ -634,7 +710,8 @@ class VirtqueueEngine(wiring.Component):
         top.submodules.port = port = _DMAPort(self.width)
         wiring.connect(top, port.dma, wiring.flipped(self.dma))
         logic = Module()
-        top.submodules.logic = ResetInserter(self.clear)(logic)
+        reset = reset_inserter(top, self.clear, alone=self.reset_by_clear, name="vq_logic")
+        top.submodules.logic = reset(logic)
 
         # Each unit is its own module: Amaranth's simulator then re-evaluates a unit's
         # combinational logic only when that unit's inputs change.
@@ -1215,14 +1292,18 @@ class VirtqueueEngine(wiring.Component):
         # slot, so: 32 credits a cycle ago are enough now for any read; otherwise last
         # cycle's compare holds when last cycle was EXEC too (pay_beats was the same and no
         # credit was taken): in EXEC's first cycle with under 32 credits the read waits a
-        # cycle. One packer slot is kept spare.
+        # cycle. One packer slot is kept spare. END's end beat needs one credit: it waits
+        # for more than 16 a cycle ago (the credit compare in series with END's
+        # decision and the records' enables was a 13.0 ns path).
         cred_big = Signal()
         cred_ok = Signal()
+        cred_end = Signal()             # END's one credit: more than 16 a cycle ago
         w_first_exec = Signal()
         pk_room = Signal()
         assert READ_CAP // 8 <= 16
         m.d.sync += [
             cred_big.eq(credits >= 32),
+            cred_end.eq(credits > READ_CAP // 8),
             cred_ok.eq(credits >= pay_beats),
             w_first_exec.eq(fsm_latch),
             pk_room.eq(pk_fifo.level < _PK_CMD_DEPTH - 1),
@@ -1366,7 +1447,7 @@ class VirtqueueEngine(wiring.Component):
                     with m.Elif(eq_rec_fifo.w_rdy):
                         m.d.comb += [eq_rec_fifo.w_en.eq(1), h_dec.eq(1), t_dec.eq(w_has_t)]
                         m.next = "IDLE"
-                with m.Elif(rec_fifo.w_rdy & pk_fifo.w_rdy & (credits != 0)):
+                with m.Elif(rec_fifo.w_rdy & pk_room & cred_end):
                     m.d.comb += [
                         rec_fifo.w_en.eq(1), h_dec.eq(1), t_dec.eq(w_has_t),
                         pk_fifo.w_en.eq(1), pk_in.end.eq(1),
