@@ -338,7 +338,13 @@ class _BurstSplitter(wiring.Component):
         first_last = (span[k:] == 0) | ((span[k:] == 1) & (span[:k] == 0))
         # Not the last: it runs to the boundary, MB - addr's beat within it beats.
         to_bnd_1 = ~cmd.p.addr[lw:k] if mb else Const(0, 1)
-        with m.If(cmd.valid & cmd.ready):
+        # The burst registers load the command's payload whenever a command may be taken,
+        # whether or not one is there (only ``busy`` follows ``cmd.valid``): their clock
+        # enable then comes from the splitter's own state and the bus's ready, not from
+        # the engine's command valid (through the bypassing skid buffer, the engine's
+        # stop logic was in front of every one of these enables: 67 failing endpoints of
+        # the 64-entry board image). Their values matter only while ``busy``.
+        with m.If(cmd.ready):
             m.d.sync += [
                 beat.eq(cmd.p.addr[lw:]),
                 left_1.eq(end[lw:]),
@@ -348,7 +354,7 @@ class _BurstSplitter(wiring.Component):
                 e.eq(end[:lw]),
                 extra.eq(n_bus != n_out),
                 first.eq(1),
-                busy.eq(1),
+                busy.eq(cmd.valid),
             ]
         return m
 
