@@ -64,11 +64,15 @@ def build_ecp5_board(platform, top, *, name="top", workdir=None, seed=1, log=pri
     mapper = _yosys_ecp5(yosys, workdir, name, f"read_rtlil {name}.il", mapper, elapsed, log)
     device_flag = platform._nextpnr_device_options[platform.device]
     package = platform._nextpnr_package_options[platform.package].upper()
-    elapsed["nextpnr"] = _nextpnr_ecp5(nextpnr, [
-        device_flag, "--package", package, "--speed", str(platform.speed),
-        "--json", f"{name}.json", "--lpf", f"{name}.lpf", "--textcfg", f"{name}.config",
-        "--timing-allow-fail", "--report", "report.json", "--seed", str(seed), *nextpnr_args,
-    ], workdir, log)
+
+    def run(seed):
+        return _nextpnr_ecp5(nextpnr, [
+            device_flag, "--package", package, "--speed", str(platform.speed),
+            "--json", f"{name}.json", "--lpf", f"{name}.lpf", "--textcfg", f"{name}.config",
+            "--timing-allow-fail", "--report", "report.json", "--seed", str(seed),
+            *nextpnr_args,
+        ], workdir, log)
+    elapsed["nextpnr"], seed = _place_and_route(run, workdir, seed, log)
     bitstream = None
     if pack:
         elapsed["ecppack"] = _run("ecppack", [ecppack, "--compress", "--input",
@@ -85,6 +89,46 @@ def build_ecp5_board(platform, top, *, name="top", workdir=None, seed=1, log=pri
     report.board = board or type(platform).__name__
     report.bitstream = bitstream
     return _finish(workdir, report)
+
+
+#: Placements tried again, with the next seed, when nextpnr cannot route a flip-flop's
+#: output into a global buffer's input. The board image puts its synchronous resets on
+#: global networks (``DCCA``, :mod:`.clocking`, :func:`~viommu.rtl.util.global_buffer`),
+#: and nextpnr-ecp5 0.11 places the buffer before the flip-flop that drives it: in one
+#: run of nine the placed flip-flop had no free route to its buffer ("Failed to route
+#: arc 0.0 of net ... to .../G_CLKI_TDCC0"). Another placement routes.
+GLOBAL_INPUT_RETRIES = 2
+
+_GLOBAL_INPUT_RE = re.compile(r"ERROR: Failed to route arc \S+ of net '([^']+)', from \S+ "
+                              r"to \S+/G_CLKI_\w*DCC\d+")
+
+
+def _place_and_route(run, workdir, seed, log):
+    """``run(seed)`` (nextpnr, log in ``workdir/nextpnr.log``), tried again with the next
+    seed, up to :data:`GLOBAL_INPUT_RETRIES` times, when it fails only to route a global
+    buffer's input; the failed attempt's log is kept as ``nextpnr-seed<N>.log``. Returns
+    (its result, the seed that worked)."""
+    for attempt in range(GLOBAL_INPUT_RETRIES + 1):
+        try:
+            return run(seed), seed
+        except SynthError:
+            net = _unroutable_global_input(workdir / "nextpnr.log")
+            if net is None or attempt == GLOBAL_INPUT_RETRIES:
+                raise
+            kept = workdir / f"nextpnr-seed{seed}.log"
+            (workdir / "nextpnr.log").replace(kept)
+            log(f"[build] nextpnr-ecp5, seed {seed}: no route from the fabric into the "
+                f"global buffer of {net} (log: {kept}); placing again with seed {seed + 1}")
+            seed += 1
+
+
+def _unroutable_global_input(log_path):
+    """The net whose route into a global buffer (DCC) input nextpnr failed, or None."""
+    try:
+        match = _GLOBAL_INPUT_RE.search(Path(log_path).read_text(errors="replace"))
+    except OSError:
+        return None
+    return match and match.group(1)
 
 
 def _lpf_clock_mhz(lpf_path):

@@ -220,3 +220,37 @@ def test_build_does_not_fit(tmp_path):
     assert re.match(r"viommu build: error: the design does not fit the part: "
                     r"ICESTORM_LC \d+ of 7680 \(log: .*nextpnr.log\)$", last), last
     assert "Traceback" not in r.stderr
+
+
+def test_place_and_route_retries_an_unroutable_global_input(tmp_path):
+    """nextpnr failing only to route into a global buffer's input is placed again with
+    the next seed (the failed log kept); any other failure, or a third such failure, is
+    the build's error."""
+    from viommu.boards.build import _place_and_route, GLOBAL_INPUT_RETRIES
+    from viommu.boards.synth import SynthError
+    bad = ("Info: Running router2...\nERROR: Failed to route arc 0.0 of net "
+           "'crg.crg_rst_rst', from X39/Y3/Q0_SLICE to X0/Y0/G_CLKI_TDCC0.\n")
+    seeds, messages = [], []
+
+    def run_failing(times, text):
+        def run(seed):
+            seeds.append(seed)
+            (tmp_path / "nextpnr.log").write_text(text if len(seeds) <= times else "ok\n")
+            if len(seeds) <= times:
+                raise SynthError("nextpnr-ecp5 failed (exit 125)", tmp_path / "nextpnr.log")
+            return 12.5
+        return run
+
+    assert _place_and_route(run_failing(1, bad), tmp_path, 7, messages.append) == (12.5, 8)
+    assert seeds == [7, 8] and (tmp_path / "nextpnr-seed7.log").read_text() == bad
+    assert "crg.crg_rst_rst" in messages[0] and "seed 8" in messages[0]
+    seeds.clear()
+    with pytest.raises(SynthError):             # other errors are not retried
+        _place_and_route(run_failing(1, "ERROR: Failed to route arc 3 of net 'x', from "
+                                        "X1/Y1/Q0_SLICE to X2/Y2/A0_SLICE.\n"),
+                         tmp_path, 1, messages.append)
+    assert seeds == [1]
+    seeds.clear()
+    with pytest.raises(SynthError):
+        _place_and_route(run_failing(9, bad), tmp_path, 1, messages.append)
+    assert seeds == list(range(1, GLOBAL_INPUT_RETRIES + 2))
