@@ -8,12 +8,12 @@
 ``default_rst``, if it has one) is pressed or the PLL is not locked, and leaves reset
 synchronously to its own clock (:class:`amaranth.lib.cdc.ResetSynchronizer`).
 
-On ECP5 the synchronized reset reaches the design through a ``DCCA`` global buffer: it
-drives the reset (LSR) input of most flip-flops of the image, over 10,000 of them in the
-64-entry image, and on general routing that one net from one flip-flop was 219 of the
-image's failing timing endpoints at 100 MHz (docs/timing-log.md, session 10). A global net
-reaches every slice in about the same time. nextpnr routes a ``DCCA`` output that drives
-logic pins on one of the eight global networks that can reach fabric.
+On ECP5 the synchronized reset reaches the design through a ``DCCA`` global buffer
+(:func:`~viommu.rtl.util.global_buffer`): on general routing that one net from one
+flip-flop, driving the reset pin of most flip-flops of the image, was 219 of the 64-entry
+image's failing timing endpoints at 100 MHz (docs/timing-log.md, session 10). nextpnr
+routes a ``DCCA`` output that drives logic pins on one of the global networks that reach
+every slice.
 
 The generated clock gets an explicit constraint (``platform.add_clock_constraint``), so the
 LPF carries it and nextpnr times the ``sync`` domain against ``freq_hz``.
@@ -25,6 +25,8 @@ from amaranth.hdl import (ClockDomain, ClockSignal, Elaboratable, Instance, Modu
                           ResetSignal, Signal)
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
+
+from viommu.rtl.util import global_buffer
 
 
 __all__ = ["PLLDividers", "ecp5_pll_dividers", "ClockReset"]
@@ -155,14 +157,11 @@ class ClockReset(Elaboratable):
             m.d.comb += ClockSignal("sync").eq(clk_out)
             platform.add_clock_constraint(clk_out, p.out_mhz * 1e6)
 
-        if getattr(platform, "family", None) == "ecp5":
-            # The synchronizer works in a private domain on the same clock; its output
-            # enters the global network and the global is ``sync``'s reset.
-            m.domains.crg_rst = ClockDomain("crg_rst", local=True)
-            m.d.comb += ClockSignal("crg_rst").eq(ClockSignal("sync"))
-            m.submodules.rst_sync = ResetSynchronizer(button | ~self.locked, domain="crg_rst")
-            m.submodules.rst_gbuf = Instance("DCCA", i_CLKI=ResetSignal("crg_rst"), i_CE=1,
-                                             o_CLKO=ResetSignal("sync"))
-        else:
-            m.submodules.rst_sync = ResetSynchronizer(button | ~self.locked, domain="sync")
+        # The synchronizer works in a private domain on the same clock; its output is
+        # ``sync``'s reset, through a global buffer where the platform has one.
+        m.domains.crg_rst = ClockDomain("crg_rst", local=True)
+        m.d.comb += ClockSignal("crg_rst").eq(ClockSignal("sync"))
+        m.submodules.rst_sync = ResetSynchronizer(button | ~self.locked, domain="crg_rst")
+        m.d.comb += ResetSignal("sync").eq(
+            global_buffer(m, platform, ResetSignal("crg_rst"), name="rst"))
         return m

@@ -148,8 +148,7 @@ class GuestRAM(wiring.Component):
         ``state`` are the burst registers (the last one the burst's response), ``req``
         the values to load into them from the address channel, ``busy`` the flag of a
         burst in progress, ``free`` whether that burst ends in this cycle (or none is in
-        progress). ``ready`` is the holding register's
-        emptiness. A burst starts from the holding register when there is one, else
+        progress). ``ready`` is the holding register's emptiness. A burst starts from the holding register when there is one, else
         straight from the channel. ``error`` pulses in the cycle after a burst that will
         be answered with an error response is taken.
         """
@@ -296,14 +295,13 @@ class GuestRAM(wiring.Component):
                 m.d.sync += [axi.bvalid.eq(1), axi.bresp.eq(w_resp), axi.bid.eq(w_id),
                              w_busy.eq(0)]
 
-        # An AW taken while a burst is in progress waits in a holding register, and
-        # ``awready`` is that register's emptiness, a flip-flop (see ``_held_burst``):
-        # a master's AW acceptance
-        # (the burst splitter of an AXI master, its widest enable) then does not wait on
-        # this port's W, B and Lite arbitration, which ``awready`` once came through (the
-        # 64-entry board image: 47 failing endpoints at 100 MHz). The held burst starts in
-        # the cycle its predecessor's last beat goes, so bursts still follow without a
-        # bubble; an AW into an idle port starts its burst directly.
+        # An AW taken while a burst is in progress waits in a holding register
+        # (``_held_burst``), and ``awready`` is that register's emptiness, a flip-flop: a
+        # master's AW acceptance (an AXI master's burst splitter, its widest enable) does
+        # not wait on this port's W, B and Lite arbitration, which ``awready`` came through
+        # before (the 64-entry board image: 47 failing endpoints at 100 MHz). The held
+        # burst starts in the cycle its predecessor's last beat goes, so bursts still
+        # follow without a bubble; an AW into an idle port starts its burst directly.
         aw_resp, aw_wmask = self._burst_check(m, lw, aw, axi.awaddr, axi.awsize,
                                               axi.awburst, axi.awlen, "aw")
         self._held_burst(m, "aw", busy=w_busy, free=~w_busy | (w_take & (w_len == 0)),

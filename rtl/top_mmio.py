@@ -223,16 +223,13 @@ class VirtioIOMMUMMIO(wiring.Component):
                 m.d.comb += port.eq(inner)
 
         # The core and the engine each take their own copy of the device-reset pulse (the
-        # same cycle as ``regs.device_reset``): as one net, through the OR with the
-        # domain's reset, it reached the synchronous resets of the register block, the
-        # engine and the core from a single LUT, and its longest routes (7.8 ns) failed
-        # 79 endpoints of the 64-entry board image.
-        # Each copy is also high while the domain is in reset (reset value 1) and in the
-        # cycle after it, and it alone resets the core's and the engine's logic
-        # (``reset_by_clear``): the reset net of each is then one flip-flop, carried by a
-        # global buffer on ECP5, instead of an OR of the domain reset and the copy in a
-        # LUT, which fanned out to thousands of reset pins on general routing. (So the
-        # domain reset must last two cycles or more, as a reset synchronizer's does.)
+        # same cycle as ``regs.device_reset``), and each copy alone resets its block's
+        # logic (``reset_by_clear``); reset value 1, so a copy is also high while the
+        # domain is in reset and in the cycle after. Each reset net is then one flip-flop,
+        # on a global buffer on ECP5. Before, the pulse went through an OR with the domain
+        # reset in one LUT to the resets of the register block, the engine and the core on
+        # general routing (7.8 ns routes, 79 failing endpoints of the 64-entry board image).
+        # (So the domain reset must last two cycles or more, as a reset synchronizer's does.)
         engine_clear = Signal(init=1, attrs={"keep": 1})
         core_clear = Signal(init=1, attrs={"keep": 1})
         m.d.sync += [engine_clear.eq(regs.reset_request), core_clear.eq(regs.reset_request)]

@@ -4,8 +4,8 @@ from amaranth.hdl import (Const, Signal, Cat, Mux, unsigned, ClockDomain, ClockS
                           DomainRenamer, Instance, ResetInserter)
 
 
-__all__ = ["check_int", "reset_inserter", "global_buffer", "tree_or", "tree_any", "onehot_mux", "priority_encode", "onehot_encode",
-           "ceil_log2", "uge", "component_ports"]
+__all__ = ["check_int", "tree_or", "tree_any", "onehot_mux", "priority_encode", "onehot_encode",
+           "ceil_log2", "uge", "component_ports", "reset_inserter", "global_buffer"]
 
 
 def check_int(name, value, lo, hi, *, power_of_two=False):

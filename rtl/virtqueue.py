@@ -422,7 +422,7 @@ class _WriteAheadFIFO(wiring.Component):
         rp = mem.read_port(domain="comb")
         w_ptr = Signal(range(depth))
         r_ptr = Signal(range(depth))
-        full = Signal()
+        full = Signal()         # level == depth, as its own flip-flop: the memory's WE
         do_w = self.w_en & ~full
         do_r = self.r_en & self.r_rdy
         m.d.comb += [

@@ -88,3 +88,26 @@ def test_fault_merger_several_ports():
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
+
+
+def test_reset_nets_on_global_buffers_for_ecp5():
+    """Elaborated for an ECP5 platform, the core's and the engine's reset flip-flops each
+    drive a DCCA (their nets go on global networks); elsewhere there is none."""
+    from amaranth.hdl import Fragment, Instance
+
+    class _ECP5:
+        family = "ecp5"
+
+    def instances(fragment):
+        for sub, *_ in fragment.subfragments:
+            if isinstance(sub, Instance):
+                yield sub
+            else:
+                yield from instances(sub)
+
+    def dccas(platform):
+        top = VirtioIOMMUMMIO(queue_size=64, **SMALL)
+        return [i for i in instances(Fragment.get(top, platform)) if i.type == "DCCA"]
+
+    assert len(dccas(_ECP5())) == 2
+    assert dccas(None) == []
