@@ -12,10 +12,10 @@
 from amaranth.hdl import Module, Signal, Const, Cat, Mux, Value
 from amaranth.hdl._ir import PortDirection
 from amaranth.lib import wiring, stream, data
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .dma import DMASignature, dma_cmd_layout, DMA_MAX_LEN
+from .fifo import WriteAheadFIFO
 from .skid import SkidBuffer
 
 
@@ -511,8 +511,8 @@ class AXI4DMAMaster(wiring.Component):
         # Per-burst descriptors for the R side, written when AR is transferred.
         rdesc_layout = data.StructLayout({
             "len": 8, "o": lw, "first": 1, "last": 1, "extra": 1})
-        m.submodules.rd_desc = fifo = SyncFIFO(width=rdesc_layout.size,
-                                               depth=self.max_outstanding)
+        m.submodules.rd_desc = fifo = WriteAheadFIFO(width=rdesc_layout.size,
+                                                     depth=self.max_outstanding)
         burst = split.burst
         m.d.comb += [
             bus.arid.eq(0),
@@ -639,10 +639,10 @@ class AXI4DMAMaster(wiring.Component):
         # W descriptors, one per burst, written independently of AW.
         wdesc_layout = data.StructLayout({
             "len": 8, "o": lw, "e": lw, "first": 1, "last": 1, "extra": 1})
-        m.submodules.wr_desc = wfifo = SyncFIFO(width=wdesc_layout.size,
-                                                depth=self.max_outstanding)
+        m.submodules.wr_desc = wfifo = WriteAheadFIFO(width=wdesc_layout.size,
+                                                      depth=self.max_outstanding)
         # B descriptors: whether the burst is its command's last. Written with AW.
-        m.submodules.b_desc = bfifo = SyncFIFO(width=1, depth=self.max_outstanding)
+        m.submodules.b_desc = bfifo = WriteAheadFIFO(width=1, depth=self.max_outstanding)
 
         aw_done = Signal()              # this burst's AW went out already
         w_done = Signal()               # this burst's W descriptor was queued already

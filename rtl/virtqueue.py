@@ -228,6 +228,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .dma import DMASignature
+from .fifo import BypassFIFO, WriteAheadFIFO
+from .skid import SkidBuffer
 from .util import check_int, onehot_mux, reset_inserter
 from .layouts import ReqBeat, RespBeat, VirtqDesc, DescFlag, QueueConfig
 
@@ -389,111 +391,6 @@ def _stale_counter(m, clear, level, pending, pop, *, limit):
     return discard
 
 
-def _fifo_signature(width, depth):
-    """The ``SyncFIFO`` interface subset of the engine's own FIFOs (as ports)."""
-    return wiring.Signature({
-        "w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
-        "r_data": Out(width), "r_en": In(1), "r_rdy": Out(1),
-        "level": Out(range(depth + 1)),
-    })
-
-
-class _WriteAheadFIFO(wiring.Component):
-    """A FIFO of ``depth`` entries in LUT RAM (asynchronous read) whose memory is written in
-    every cycle it is not full, at the write pointer, with whatever ``w_data`` holds;
-    ``w_en`` only moves the pointer. The slot at the write pointer is free whenever the
-    FIFO is not full, so the extra writes change nothing readable, and the memory's write
-    enable is a flip-flop (``full``) rather than ``w_en``, which may come late through
-    handshakes. The ``SyncFIFO`` interface subset: ``w_data``, ``w_en``, ``w_rdy``,
-    ``r_data``, ``r_en``, ``r_rdy``, ``level``; ``r_data`` is the head entry,
-    combinationally from the memory.
-    """
-
-    def __init__(self, *, width, depth):
-        check_int("depth", depth, 1, 1 << 16)
-        self._depth = depth
-        super().__init__(_fifo_signature(width, depth))
-
-    def elaborate(self, platform):
-        m = Module()
-        depth = self._depth
-        m.submodules.storage = mem = Memory(shape=len(self.w_data), depth=depth, init=[])
-        wp = mem.write_port()
-        rp = mem.read_port(domain="comb")
-        w_ptr = Signal(range(depth))
-        r_ptr = Signal(range(depth))
-        full = Signal()         # level == depth, as its own flip-flop: the memory's WE
-        do_w = self.w_en & ~full
-        do_r = self.r_en & self.r_rdy
-        m.d.comb += [
-            wp.addr.eq(w_ptr), wp.data.eq(self.w_data), wp.en.eq(~full),
-            rp.addr.eq(r_ptr), self.r_data.eq(rp.data),
-            self.w_rdy.eq(~full), self.r_rdy.eq(self.level != 0),
-        ]
-
-        def step(ptr):
-            return Mux(ptr == depth - 1, 0, ptr + 1)
-
-        with m.If(do_w):
-            m.d.sync += w_ptr.eq(step(w_ptr))
-        with m.If(do_r):
-            m.d.sync += r_ptr.eq(step(r_ptr))
-        with m.If(do_w & ~do_r):
-            m.d.sync += [self.level.eq(self.level + 1), full.eq(self.level == depth - 1)]
-        with m.Elif(do_r & ~do_w):
-            m.d.sync += [self.level.eq(self.level - 1), full.eq(0)]
-        return m
-
-
-class _BypassFIFO(wiring.Component):
-    """A FIFO of ``depth`` entries with a registered output that is loaded directly from
-    the write side when nothing is queued: an entry written into an empty FIFO is readable
-    in the next cycle (one cycle earlier than through :class:`SyncFIFOBuffered`, which
-    holds the other ``depth - 1`` entries in block RAM behind this output register).
-    The ``SyncFIFO`` interface subset: ``w_data``, ``w_en``, ``w_rdy``, ``r_data``,
-    ``r_en``, ``r_rdy``, ``level`` (entries held, the output register's included).
-
-    ``write_ahead=True``: the other entries are held in a :class:`_WriteAheadFIFO` (LUT
-    RAM), and the output register loads in every cycle it may, choosing between the queue
-    and ``w_data`` by the queue's fill: ``w_en`` then reaches only pointers and valid
-    flags, no memory write enable and no data register's enable.
-    """
-
-    def __init__(self, *, width, depth, write_ahead=False):
-        self._depth = depth
-        self._write_ahead = write_ahead
-        super().__init__(_fifo_signature(width, depth))
-
-    def elaborate(self, platform):
-        m = Module()
-        fifo = _WriteAheadFIFO if self._write_ahead else SyncFIFOBuffered
-        m.submodules.inner = inner = fifo(width=len(self.w_data), depth=self._depth - 1)
-        load = ~self.r_rdy | self.r_en         # the output register is free next cycle
-        bypass = load & (inner.level == 0)
-        m.d.comb += [
-            self.w_rdy.eq(inner.w_rdy),
-            self.level.eq(inner.level + self.r_rdy),
-            inner.w_data.eq(self.w_data),
-            inner.w_en.eq(self.w_en & ~bypass),
-            inner.r_en.eq(load),
-        ]
-        if self._write_ahead:
-            with m.If(load):
-                m.d.sync += [
-                    self.r_data.eq(Mux(inner.r_rdy, inner.r_data, self.w_data)),
-                    self.r_rdy.eq(inner.r_rdy | self.w_en),
-                ]
-            return m
-        with m.If(load):
-            with m.If(inner.r_rdy):
-                m.d.sync += [self.r_data.eq(inner.r_data), self.r_rdy.eq(1)]
-            with m.Elif(self.w_en & bypass):
-                m.d.sync += [self.r_data.eq(self.w_data), self.r_rdy.eq(1)]
-            with m.Else():
-                m.d.sync += self.r_rdy.eq(0)
-        return m
-
-
 class _DMAPort(wiring.Component):
     """Issues the engine's DMA commands and routes the returns back with their tags.
 
@@ -536,7 +433,7 @@ class _DMAPort(wiring.Component):
         # the 64-entry device's critical path (85.2 MHz). A tag is readable the cycle
         # after its command is taken, before its data can return (two cycles or more);
         # the return waits for it all the same (``r_rdy``) rather than rely on that.
-        m.submodules.rtags = rtags = _BypassFIFO(width=13 + _RdTag.size,
+        m.submodules.rtags = rtags = BypassFIFO(width=13 + _RdTag.size,
                                                  depth=_RD_OUTSTANDING, write_ahead=True)
         # Room in the tag queues, registered: room for two more in one cycle is room for
         # one in the next (at most one command is taken per cycle). From the queue's fill
@@ -598,8 +495,8 @@ class _DMAPort(wiring.Component):
         # (write-ahead: the command handshake, which ``block``/``clear`` reach, moves only
         # pointers; it was the LUT-RAM write enable of both tag queues, 41 failing
         # endpoints of the 64-entry board image)
-        m.submodules.wtags = wtags = _WriteAheadFIFO(width=_WrTag.size, depth=_WR_OUTSTANDING)
-        m.submodules.wdata = wdq = SyncFIFO(width=64, depth=4)
+        m.submodules.wtags = wtags = WriteAheadFIFO(width=_WrTag.size, depth=_WR_OUTSTANDING)
+        m.submodules.wdata = wdq = WriteAheadFIFO(width=64, depth=4)
         w_room = Signal()
         m.d.sync += w_room.eq((wtags.level < _WR_OUTSTANDING - 1) & (wdq.level < wdq.depth - 1))
         wc, w_present, w_fire, w_pending = _cmd_queue(
@@ -797,7 +694,13 @@ class VirtqueueEngine(wiring.Component):
 
         # --- read returns: the router -----------------------------------------------------------
         m = unit("router")
-        ret = port.rd_ret
+        # The router's ``ready`` (which FIFO the tag picks, and whether it has room) reaches
+        # the DMA port through a flip-flop: from the read-tag queue's head through the
+        # router and back into the port's counters and the tag queue was the 64-entry
+        # board image's critical path (92.7 MHz).
+        m.submodules.ret_skid = ret_skid = SkidBuffer(_RdRet)
+        wiring.connect(m, port.rd_ret, ret_skid.i)
+        ret = ret_skid.o
         rtag = ret.payload.tag
         rbeat = Signal(3)
         reg_data = [Signal(64, name=f"reg_data{i}") for i in range(3)]
@@ -818,10 +721,10 @@ class VirtqueueEngine(wiring.Component):
         m.submodules.slots = slots = Memory(shape=128, depth=_N_SLOTS * _SLOT_DESCS, init=[])
         slot_wp = slots.write_port(granularity=64)
 
-        m.submodules.ring_fifo = ring_fifo = SyncFIFO(width=64 + 3, depth=_RING_FIFO_DEPTH)
+        m.submodules.ring_fifo = ring_fifo = WriteAheadFIFO(width=64 + 3, depth=_RING_FIFO_DEPTH)
         # Payload beats wait in a small FIFO for the packer, so that the packer's cycle at
         # the end of each request does not hold up the DMA return path.
-        m.submodules.pay_fifo = pay_fifo = _BypassFIFO(width=64, depth=4)
+        m.submodules.pay_fifo = pay_fifo = BypassFIFO(width=64, depth=4)
         pay_valid = pay_fifo.r_rdy
         pay_ready = pay_fifo.r_en
         ret_fire = ret.valid & ret.ready
@@ -1041,8 +944,8 @@ class VirtqueueEngine(wiring.Component):
 
         # --- P1: head descriptor prefetch --------------------------------------------------------
         m = unit("p1")
-        m.submodules.job_a = fifo_a = SyncFIFO(width=_JobA.size, depth=_HEAD_SLOTS)
-        m.submodules.job_b = fifo_b = SyncFIFO(width=_JobB.size, depth=_HEAD_SLOTS)
+        m.submodules.job_a = fifo_a = WriteAheadFIFO(width=_JobA.size, depth=_HEAD_SLOTS)
+        m.submodules.job_b = fifo_b = WriteAheadFIFO(width=_JobB.size, depth=_HEAD_SLOTS)
         h_used = Signal(range(_HEAD_SLOTS + 1))
         h_wr = Signal(_H_BITS)
         h_inc = Signal()
@@ -1137,7 +1040,13 @@ class VirtqueueEngine(wiring.Component):
         m = unit("packer")
         m.submodules.pk_cmds = pk_fifo = SyncFIFOBuffered(width=_PkCmd.size,
                                                   depth=_PK_CMD_DEPTH)
-        m.submodules.req_fifo = req_fifo = _BypassFIFO(width=data.Layout.cast(ReqBeat).size,
+        # The core sees a flip-flop as ``ready`` on both of its streams (a skid buffer at
+        # the engine's end of each, no added latency): from the executor's state through
+        # its ``req.ready`` into the request FIFO's output-register enable, and from its
+        # response count through the back end's ``resp.ready`` into its own buffer's
+        # enable, were failing paths of the 64-entry board image, across the chip.
+        m.submodules.req_slice = req_slice = SkidBuffer(ReqBeat)
+        m.submodules.req_fifo = req_fifo = BypassFIFO(width=data.Layout.cast(ReqBeat).size,
                                                        depth=_REQ_FIFO_DEPTH)
         credits = Signal(range(_REQ_FIFO_DEPTH + 1), init=_REQ_FIFO_DEPTH)
         cred_take = Signal(range(_REQ_FIFO_DEPTH + 1))
@@ -1145,9 +1054,12 @@ class VirtqueueEngine(wiring.Component):
         req_pop = Signal()
         m.d.sync += credits.eq(credits - cred_take + cred_release + req_pop)
         m.d.comb += [
-            self.req.valid.eq(req_fifo.r_rdy & ~fatal),
-            self.req.payload.eq(req_fifo.r_data),
-            req_fifo.r_en.eq(self.req.ready & ~fatal),
+            req_slice.i.valid.eq(req_fifo.r_rdy & ~fatal),
+            req_slice.i.payload.eq(req_fifo.r_data),
+            req_fifo.r_en.eq(req_slice.i.ready & ~fatal),
+            self.req.valid.eq(req_slice.o.valid & ~fatal),
+            self.req.payload.eq(req_slice.o.payload),
+            req_slice.o.ready.eq(self.req.ready & ~fatal),
             req_pop.eq(req_fifo.r_rdy & req_fifo.r_en),
         ]
 
@@ -1309,7 +1221,7 @@ class VirtqueueEngine(wiring.Component):
             pk_room.eq(pk_fifo.level < _PK_CMD_DEPTH - 1),
         ]
         pk_in = _PkCmd(pk_fifo.w_data)
-        m.submodules.eq_records = eq_rec_fifo = SyncFIFO(width=_Record.size, depth=2)
+        m.submodules.eq_records = eq_rec_fifo = WriteAheadFIFO(width=_Record.size, depth=2)
         rec_in = _Record(rec_fifo.w_data)
         m.d.comb += eq_rec_fifo.w_data.eq(rec_fifo.w_data)
         m.d.comb += [
@@ -1486,6 +1398,10 @@ class VirtqueueEngine(wiring.Component):
             with m.Elif(pub_take[q]):
                 m.d.sync += pub_due[q].eq(0)
 
+        # (``ready`` to the core from a flip-flop: see the packer's ``req_slice``)
+        m.submodules.resp_slice = resp_slice = SkidBuffer(RespBeat)
+        wiring.connect(m, wiring.flipped(self.resp), resp_slice.i)
+        resp = resp_slice.o
         rec_out = _Record(rec_fifo.r_data)
         b_left = Signal(4)
         b_wn = Signal(4)
@@ -1541,13 +1457,13 @@ class VirtqueueEngine(wiring.Component):
                     ]
                     m.next = "WRITE"
                 with m.Else():
-                    m.d.comb += self.resp.ready.eq(~fatal)
-                    with m.If(self.resp.valid & ~fatal):
+                    m.d.comb += resp.ready.eq(~fatal)
+                    with m.If(resp.valid & ~fatal):
                         m.d.sync += [
-                            b_data.eq(self.resp.payload.data),
-                            b_n.eq(Mux(self.resp.payload.nbytes > 8, 8,
-                                       self.resp.payload.nbytes)),
-                            b_last.eq(self.resp.payload.last), b_off.eq(0),
+                            b_data.eq(resp.payload.data),
+                            b_n.eq(Mux(resp.payload.nbytes > 8, 8,
+                                       resp.payload.nbytes)),
+                            b_last.eq(resp.payload.last), b_off.eq(0),
                         ]
                         m.next = "WRITE"
             with m.State("WRITE"):

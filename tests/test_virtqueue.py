@@ -1087,18 +1087,18 @@ def corruption_campaign(seed, *, rounds, read_latency, stall):
                                          ("write_ahead", 5), ("write_ahead", 8)])
 @pytest.mark.parametrize("seed", range(3))
 def test_bypass_fifo(seed, kind, depth):
-    """``_BypassFIFO`` (the engine's payload, request and read-tag FIFOs) and
-    ``_WriteAheadFIFO`` (the write-tag FIFO): every entry comes out once, in order, never
+    """``BypassFIFO`` (the engine's payload, request and read-tag FIFOs) and
+    ``WriteAheadFIFO`` (the write-tag FIFO): every entry comes out once, in order, never
     more than ``depth`` held, ``level`` always the number held; an entry written into an
     empty FIFO is readable in the next cycle; random write and read enables, and random
     ``w_data`` in the cycles without a write (the write-ahead FIFOs write their memory
     then too: it must not show)."""
     from amaranth.sim import Simulator
-    from viommu.rtl.virtqueue import _BypassFIFO, _WriteAheadFIFO
+    from viommu.rtl.fifo import BypassFIFO, WriteAheadFIFO
     if kind == "write_ahead":
-        dut = _WriteAheadFIFO(width=16, depth=depth)
+        dut = WriteAheadFIFO(width=16, depth=depth)
     else:
-        dut = _BypassFIFO(width=16, depth=depth, write_ahead=kind == "bypass_wa")
+        dut = BypassFIFO(width=16, depth=depth, write_ahead=kind == "bypass_wa")
     rng = random.Random(seed)
     out, held_max, lat = [], [0], []
 
