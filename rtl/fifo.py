@@ -32,7 +32,25 @@ def fifo_signature(width, depth):
     })
 
 
-class WriteAheadFIFO(wiring.Component):
+class _FIFO(wiring.Component):
+    """What both FIFOs share: keyword ``width`` and ``depth``, validated, the
+    :func:`fifo_signature` ports and ``depth`` (entries held when full, as
+    ``SyncFIFO.depth``)."""
+
+    _MIN_DEPTH = 1
+
+    def __init__(self, *, width, depth):
+        check_int("width", width, 1, 1 << 16)
+        check_int("depth", depth, self._MIN_DEPTH, 1 << 16)
+        self._depth = depth
+        super().__init__(fifo_signature(width, depth))
+
+    @property
+    def depth(self):
+        return self._depth
+
+
+class WriteAheadFIFO(_FIFO):
     """A FIFO of ``depth`` entries in LUT RAM (asynchronous read) whose memory is written in
     every cycle it is not full, at the write pointer, with whatever ``w_data`` holds;
     ``w_en`` only moves the pointer. The slot at the write pointer is free whenever the
@@ -42,16 +60,6 @@ class WriteAheadFIFO(wiring.Component):
     ``r_data``, ``r_en``, ``r_rdy``, ``level``; ``r_data`` is the head entry,
     combinationally from the memory.
     """
-
-    def __init__(self, *, width, depth):
-        check_int("depth", depth, 1, 1 << 16)
-        self._depth = depth
-        super().__init__(fifo_signature(width, depth))
-
-    @property
-    def depth(self):
-        """Entries held when full (as ``SyncFIFO.depth``)."""
-        return self._depth
 
     def elaborate(self, platform):
         m = Module()
@@ -84,7 +92,7 @@ class WriteAheadFIFO(wiring.Component):
         return m
 
 
-class BypassFIFO(wiring.Component):
+class BypassFIFO(_FIFO):
     """A FIFO of ``depth`` entries with a registered output that is loaded directly from
     the write side when nothing is queued: an entry written into an empty FIFO is readable
     in the next cycle (one cycle earlier than through :class:`SyncFIFOBuffered`, which
@@ -98,15 +106,13 @@ class BypassFIFO(wiring.Component):
     flags, no memory write enable and no data register's enable.
     """
 
-    def __init__(self, *, width, depth, write_ahead=False):
-        self._depth = depth
-        self._write_ahead = write_ahead
-        super().__init__(fifo_signature(width, depth))
+    _MIN_DEPTH = 2              # the output register and at least one queued entry
 
-    @property
-    def depth(self):
-        """Entries held when full, the output register's included."""
-        return self._depth
+    def __init__(self, *, width, depth, write_ahead=False):
+        if not isinstance(write_ahead, bool):
+            raise TypeError(f"write_ahead must be a bool, not {write_ahead!r}")
+        self._write_ahead = write_ahead
+        super().__init__(width=width, depth=depth)
 
     def elaborate(self, platform):
         m = Module()

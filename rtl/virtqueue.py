@@ -434,7 +434,7 @@ class _DMAPort(wiring.Component):
         # after its command is taken, before its data can return (two cycles or more);
         # the return waits for it all the same (``r_rdy``) rather than rely on that.
         m.submodules.rtags = rtags = BypassFIFO(width=13 + _RdTag.size,
-                                                 depth=_RD_OUTSTANDING, write_ahead=True)
+                                                depth=_RD_OUTSTANDING, write_ahead=True)
         # Room in the tag queues, registered: room for two more in one cycle is room for
         # one in the next (at most one command is taken per cycle). From the queue's fill
         # through ``present`` and ``fire`` into the command queues' enables was 44 failing
@@ -1047,7 +1047,7 @@ class VirtqueueEngine(wiring.Component):
         # enable, were failing paths of the 64-entry board image, across the chip.
         m.submodules.req_slice = req_slice = SkidBuffer(ReqBeat)
         m.submodules.req_fifo = req_fifo = BypassFIFO(width=data.Layout.cast(ReqBeat).size,
-                                                       depth=_REQ_FIFO_DEPTH)
+                                                      depth=_REQ_FIFO_DEPTH)
         credits = Signal(range(_REQ_FIFO_DEPTH + 1), init=_REQ_FIFO_DEPTH)
         cred_take = Signal(range(_REQ_FIFO_DEPTH + 1))
         cred_release = Signal(8)

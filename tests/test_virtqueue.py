@@ -1083,12 +1083,30 @@ def corruption_campaign(seed, *, rounds, read_latency, stall):
 
 # --- the bypass FIFO -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind,depth", [("bypass", 4), ("bypass_wa", 4), ("bypass_wa", 6),
-                                         ("write_ahead", 5), ("write_ahead", 8)])
+def test_fifo_parameters_rejected():
+    """A bad width, depth or ``write_ahead`` is a clear error, not a broken FIFO."""
+    from viommu.rtl.fifo import BypassFIFO, WriteAheadFIFO
+    with pytest.raises(ValueError, match="depth must be an integer in 1"):
+        WriteAheadFIFO(width=8, depth=0)
+    with pytest.raises(ValueError, match="depth must be an integer in 2"):
+        BypassFIFO(width=8, depth=1)
+    with pytest.raises(ValueError, match="width must be an integer"):
+        WriteAheadFIFO(width=0, depth=4)
+    with pytest.raises(TypeError, match="write_ahead must be a bool"):
+        BypassFIFO(width=8, depth=4, write_ahead=1)
+    assert WriteAheadFIFO(width=8, depth=5).depth == 5
+    assert BypassFIFO(width=8, depth=4).depth == 4
+
+
+@pytest.mark.parametrize("kind,depth", [("bypass", 4), ("bypass_wa", 2), ("bypass_wa", 4),
+                                         ("bypass_wa", 6), ("write_ahead", 1),
+                                         ("write_ahead", 2), ("write_ahead", 5),
+                                         ("write_ahead", 8)])
 @pytest.mark.parametrize("seed", range(3))
 def test_bypass_fifo(seed, kind, depth):
     """``BypassFIFO`` (the engine's payload, request and read-tag FIFOs) and
-    ``WriteAheadFIFO`` (the write-tag FIFO): every entry comes out once, in order, never
+    ``WriteAheadFIFO`` (the engine's and the AXI master's LUT-RAM FIFOs, down to the
+    2-entry eventq record FIFO): every entry comes out once, in order, never
     more than ``depth`` held, ``level`` always the number held; an entry written into an
     empty FIFO is readable in the next cycle; random write and read enables, and random
     ``w_data`` in the cycles without a write (the write-ahead FIFOs write their memory
