@@ -33,7 +33,10 @@ class Executor(wiring.Component):
     req : In(stream.Signature(ReqBeat))
         The device-readable bytes of one request after another, 8 per beat
         (see :class:`~.layouts.ReqBeat`). Accepted one beat per cycle while the executor is
-        receiving; held off (``ready`` low) while it works on a request.
+        receiving; held off (``ready`` low) while it works on a request. ``ready`` is a
+        flip-flop (high exactly in RECV), so a producer's FIFO may take it as the clock
+        enable of its output register, and the beat's data may come straight from that
+        register: no multiplexer in front of the decode across the chip.
     resp : Out(stream.Signature(RespBeat))
         For each request, the bytes to write into its device-writable part
         (see :class:`~.layouts.RespBeat`): the 4-byte tail, or probe properties plus tail,
@@ -256,15 +259,19 @@ class Executor(wiring.Component):
             with m.If(self.resp.ready):
                 m.d.sync += resp_beat.eq(resp_beat + 1)
                 with m.If(self.resp.payload.last):
-                    m.d.sync += [beat.eq(0), count.eq(0), extra_nz.eq(0), buf.eq(0)]
+                    m.d.sync += [beat.eq(0), count.eq(0), extra_nz.eq(0), buf.eq(0),
+                                 ready.eq(1)]
                     m.next = "RECV"
 
         m.d.sync += dom_hit_r.eq(Cat(doms[s].valid & Mux(dom_in_beat0, doms[s].id == dom_in,
                                                          doms[s].id == buf[32:64])
                                      for s in range(n_eps)))
+        # req.ready: the state is RECV, kept in its own flip-flop (set where RECV is
+        # entered, cleared where it is left).
+        ready = Signal(init=1)
+        m.d.comb += self.req.ready.eq(ready)
         with m.FSM(name="fsm"):
             with m.State("RECV"):
-                m.d.comb += self.req.ready.eq(1)
                 beat_in = self.req.payload
                 nb = Mux(beat_in.last, Mux(beat_in.nbytes > 8, 8, beat_in.nbytes), 8)
                 mask = Cat((nb > j).replicate(8) for j in range(8))
@@ -282,7 +289,7 @@ class Executor(wiring.Component):
                         beat.eq(Mux(beat == 15, 15, beat + 1)),
                     ]
                     with m.If(beat_in.last):
-                        m.d.sync += wlen.eq(beat_in.wlen)
+                        m.d.sync += [wlen.eq(beat_in.wlen), ready.eq(0)]
                         m.d.comb += self.table_query_next.eq(1)     # DECODE queries
                         m.next = "DECODE"
 

@@ -117,15 +117,17 @@ dma : Out(DMASignature(width=width))
     wide also when ``width`` = 16. The engine drains the port's outstanding transactions
     itself after ``clear``: the DMA adapter must *not* be reset with it.
 req : Out(stream.Signature(ReqBeat))
-    Requests' device-readable bytes, to the core.
+    Requests' device-readable bytes, to the core. ``valid`` and ``payload`` come from the
+    request FIFO's output register; ``ready`` is its read enable (keep it a flip-flop, as
+    the core's is, or the path runs from the consumer's logic into that enable).
 resp : In(stream.Signature(RespBeat))
     The core's answers, in request order.
 queues : In(ArrayLayout(QueueConfig, 2))
     Queue 0 (requestq) and 1 (eventq): ``ready``, ``num`` (a power of two up to
     ``queue_size_max``), ``desc``, ``driver``, ``device``. They must not change while
-    ``ready`` is set, and ``num`` must be set at least one cycle before ``ready`` (the
-    engine registers the ring-index mask ``num - 1``; a transport writes them with
-    separate register writes).
+    ``ready`` is set, and must be set at least one cycle before ``ready`` (the engine
+    registers the ring-index mask ``num - 1`` and the fixed addresses derived from them;
+    a transport writes them with separate register writes).
 indirect_desc, event_idx : In(1)
     VIRTIO_F_INDIRECT_DESC / VIRTIO_F_EVENT_IDX negotiated.
 enable : In(1)
@@ -656,6 +658,28 @@ class VirtqueueEngine(wiring.Component):
                              (num[q] <= self.queue_size_max)),
             ]
             m.d.comb += live[q].eq(qc[q].ready & self.enable)
+        # The fixed addresses in a queue's rings, registered like ``mask`` (the queue's
+        # registers are stable for many cycles before ``ready`` is set): the avail ring's
+        # first entry, ``avail_event``, the used idx, the used ring's first element and
+        # the word the idx publisher reads (``used_event``, or the avail flags without
+        # EVENT_IDX). The DMA requests that use them then carry no adder: a 64-bit add
+        # behind the publisher's queue select, in series with the request arbitration and
+        # the DMA port's head register, was 76 of the 64-entry board image's 145 failing
+        # endpoints (83.8 MHz, seed 1) and its worst path on seed 2 (94.5 MHz).
+        avail_ring = [Signal(64, name=f"avail_ring{q}") for q in range(2)]
+        ae_addr = [Signal(64, name=f"ae_addr{q}") for q in range(2)]
+        uidx_addr = [Signal(64, name=f"uidx_addr{q}") for q in range(2)]
+        used_ring = [Signal(64, name=f"used_ring{q}") for q in range(2)]
+        ue_addr = [Signal(64, name=f"ue_addr{q}") for q in range(2)]
+        for q in range(2):
+            m.d.sync += [
+                avail_ring[q].eq(qc[q].driver + 4),
+                ae_addr[q].eq(qc[q].device + 4 + (num[q] << 3)),
+                uidx_addr[q].eq(qc[q].device + 2),
+                used_ring[q].eq(qc[q].device + 4),
+                ue_addr[q].eq(Mux(self.event_idx, qc[q].driver + 4 + (num[q] << 1),
+                                  qc[q].driver)),
+            ]
         notify_q = [self.notify.valid & (self.notify.payload == q) & live[q] for q in range(2)]
 
         # --- DMA request arbitration ----------------------------------------------------------
@@ -802,7 +826,7 @@ class VirtqueueEngine(wiring.Component):
                     m.next = resume
             with m.State("AE"):
                 m.d.comb += wq.valid.eq(1)
-                wr(wq, qc[q].device + 4 + (num[q] << 3), 2, avail, _K_AE, q)
+                wr(wq, ae_addr[q], 2, avail, _K_AE, q)
                 with m.If(wq.grant):
                     m.next = "AE_WAIT"
             with m.State("AE_WAIT"):
@@ -836,7 +860,7 @@ class VirtqueueEngine(wiring.Component):
         rr_rd_addr = Signal(64)
         m.d.comb += [
             slot.eq(r_fetch & mask[0]),
-            rr_rd_addr.eq(qc[0].driver + 4 + (slot << 1)),
+            rr_rd_addr.eq(avail_ring[0] + (slot << 1)),
         ]
 
         # The entries up to the ring's end, capped at 4, from the ring index alone: with
@@ -909,6 +933,10 @@ class VirtqueueEngine(wiring.Component):
         ej_valid = Signal()
         ej_accept = Signal()
         m.d.sync += e_inflight.eq(e_inflight + ej_accept - e_done)
+        # The ring entry's address, registered: e_last changes in RING_WAIT, two cycles
+        # (PUSH, IDLE) before the next RING can use it.
+        e_ring_addr = Signal(64)
+        m.d.sync += e_ring_addr.eq(avail_ring[1] + ((e_last & mask[1]) << 1))
         with m.If(notify_q[1]):
             m.d.sync += e_pending.eq(1)
         with m.Elif(e_pending_clr):
@@ -930,7 +958,7 @@ class VirtqueueEngine(wiring.Component):
                                 e_pending_clr, resume="IDLE")
             with m.State("RING"):
                 m.d.comb += r_eq.valid.eq(1)
-                rd(r_eq, qc[1].driver + 4 + ((e_last & mask[1]) << 1), 2, _D_REG, _REG_EQ)
+                rd(r_eq, e_ring_addr, 2, _D_REG, _REG_EQ)
                 with m.If(r_eq.grant):
                     m.next = "RING_WAIT"
             with m.State("RING_WAIT"):
@@ -1040,12 +1068,13 @@ class VirtqueueEngine(wiring.Component):
         m = unit("packer")
         m.submodules.pk_cmds = pk_fifo = SyncFIFOBuffered(width=_PkCmd.size,
                                                   depth=_PK_CMD_DEPTH)
-        # The core sees a flip-flop as ``ready`` on both of its streams (a skid buffer at
-        # the engine's end of each, no added latency): from the executor's state through
-        # its ``req.ready`` into the request FIFO's output-register enable, and from its
-        # response count through the back end's ``resp.ready`` into its own buffer's
-        # enable, were failing paths of the 64-entry board image, across the chip.
-        m.submodules.req_slice = req_slice = SkidBuffer(ReqBeat)
+        # The request FIFO's output register drives ``req`` directly, and ``req.ready`` is
+        # its read enable: the core's is a flip-flop (the executor keeps its RECV state in
+        # one). A skid buffer here put its multiplexer between that register and the
+        # executor's decode, across the chip (the 64-entry board image's worst path, seed
+        # 1, 83.8 MHz). The response comes through a skid buffer in the back end: from the
+        # core's response count through ``resp.ready`` into its own buffer's enable was a
+        # failing path.
         m.submodules.req_fifo = req_fifo = BypassFIFO(width=data.Layout.cast(ReqBeat).size,
                                                       depth=_REQ_FIFO_DEPTH)
         credits = Signal(range(_REQ_FIFO_DEPTH + 1), init=_REQ_FIFO_DEPTH)
@@ -1054,12 +1083,9 @@ class VirtqueueEngine(wiring.Component):
         req_pop = Signal()
         m.d.sync += credits.eq(credits - cred_take + cred_release + req_pop)
         m.d.comb += [
-            req_slice.i.valid.eq(req_fifo.r_rdy & ~fatal),
-            req_slice.i.payload.eq(req_fifo.r_data),
-            req_fifo.r_en.eq(req_slice.i.ready & ~fatal),
-            self.req.valid.eq(req_slice.o.valid & ~fatal),
-            self.req.payload.eq(req_slice.o.payload),
-            req_slice.o.ready.eq(self.req.ready & ~fatal),
+            self.req.valid.eq(req_fifo.r_rdy & ~fatal),
+            self.req.payload.eq(req_fifo.r_data),
+            req_fifo.r_en.eq(self.req.ready & ~fatal),
             req_pop.eq(req_fifo.r_rdy & req_fifo.r_en),
         ]
 
@@ -1230,6 +1256,11 @@ class VirtqueueEngine(wiring.Component):
             rec_in.res_valid.eq(w_res_valid), rec_in.res.eq(w_res),
         ]
 
+        # The address a descriptor miss reads, registered: MISS is entered only from LOOK,
+        # and w_idx and w_tbl_base change only on the way into LOOK (or into LATCH).
+        w_miss_addr = Signal(64)
+        m.d.sync += w_miss_addr.eq(w_tbl_base + (w_idx << 4))
+
         def advance():
             with m.If(f_next):
                 with m.If(x_next_oob):
@@ -1339,7 +1370,7 @@ class VirtqueueEngine(wiring.Component):
                 # (not before the slot's last read has completed: the walker may have left
                 # it after its first descriptor)
                 m.d.comb += r_w.valid.eq(~w_miss_used | filled[_SLOT_MISS])
-                rd(r_w, w_tbl_base + (w_idx << 4), nread << 4, _D_DESC, _SLOT_MISS)
+                rd(r_w, w_miss_addr, nread << 4, _D_DESC, _SLOT_MISS)
                 with m.If(r_w.grant):
                     m.d.comb += clr_w.eq(1 << _SLOT_MISS)
                     m.d.sync += w_miss_used.eq(1)
@@ -1384,10 +1415,18 @@ class VirtqueueEngine(wiring.Component):
         b_eqbeat = Signal(2)
         b_m_started = Signal()
         b_m_end = Signal()
-        b_m_idx = Signal(16)
+        b_m_addr = Signal(64)               # the next descriptor's: rec.res.base + 16 * idx
         b_m_count = Signal(17)
         used_shadow = [Signal(16, name=f"used_shadow{q}", init=ib) for q in range(2)]
         used_done = [Signal(16, name=f"used_done{q}", init=ib) for q in range(2)]
+        # The address of the next used element and the idx that will publish it,
+        # registered: used_shadow[q] changes only as USED is left for IDLE, a cycle
+        # before USED can come again.
+        used_elem = [Signal(64, name=f"used_elem{q}") for q in range(2)]
+        used_next = [Signal(16, name=f"used_next{q}") for q in range(2)]
+        for q in range(2):
+            m.d.sync += [used_elem[q].eq(used_ring[q] + ((used_shadow[q] & mask[q]) << 3)),
+                         used_next[q].eq(used_shadow[q] + 1)]
         # pub_due[q]: a used element of queue q has completed since the publisher last
         # took used_done[q] (a flip-flop, so that the publisher's request is one).
         pub_due = Signal(2)
@@ -1492,14 +1531,14 @@ class VirtqueueEngine(wiring.Component):
                     load_seg()
                 with m.Elif(rec.res_valid & ~b_m_end):
                     with m.If(~b_m_started):
-                        m.d.sync += [b_m_started.eq(1), b_m_idx.eq(rec.res.idx),
-                                     b_m_count.eq(0)]
+                        m.d.sync += [b_m_started.eq(1), b_m_count.eq(0),
+                                     b_m_addr.eq(rec.res.base + (rec.res.idx << 4))]
                     m.next = "MREAD"
                 with m.Else():
                     error()                  # the answer does not fit the writable part
             with m.State("MREAD"):
                 m.d.comb += r_be.valid.eq(1)
-                rd(r_be, rec.res.base + (b_m_idx << 4), 16, _D_DESC, _SLOT_BE)
+                rd(r_be, b_m_addr, 16, _D_DESC, _SLOT_BE)
                 with m.If(r_be.grant):
                     m.d.comb += clr_be.eq(1 << _SLOT_BE)
                     m.next = "MWAIT"
@@ -1517,7 +1556,7 @@ class VirtqueueEngine(wiring.Component):
                 with m.Else():
                     m.d.sync += b_m_count.eq(b_m_count + 1)
                     with m.If(bf[0]):
-                        m.d.sync += b_m_idx.eq(bd.next)
+                        m.d.sync += b_m_addr.eq(rec.res.base + (bd.next << 4))
                     with m.Else():
                         m.d.sync += b_m_end.eq(1)
                     with m.If(bd.len != 0):
@@ -1530,13 +1569,10 @@ class VirtqueueEngine(wiring.Component):
                         m.next = "WRITE"
             with m.State("USED"):
                 q = rec.q
-                ush = Mux(q, used_shadow[1], used_shadow[0])
-                umask = Mux(q, mask[1], mask[0])
-                dev = Mux(q, qc[1].device, qc[0].device)
                 m.d.comb += w_be.valid.eq(1)
-                wr(w_be, dev + 4 + ((ush & umask) << 3), 8,
+                wr(w_be, Mux(q, used_elem[1], used_elem[0]), 8,
                    Cat(rec.head, Const(0, 16), b_len, Const(0, 12)), _K_USED, q,
-                   (ush + 1)[:16])
+                   Mux(q, used_next[1], used_next[0]))
                 with m.If(w_be.grant):
                     for qq in range(2):
                         with m.If(q == qq):
@@ -1550,6 +1586,10 @@ class VirtqueueEngine(wiring.Component):
         irq_old = [Signal(16, name=f"irq_old{q}", init=ib) for q in range(2)]
         p_q = Signal()
         p_new = Signal(16)
+        # The word READ reads, selected by p_q a cycle late: p_q changes as IDLE is left,
+        # and READ comes after WRITE_WAIT, which lasts until a write has completed.
+        irq_addr = Signal(64)
+        m.d.sync += irq_addr.eq(Mux(p_q, ue_addr[1], ue_addr[0]))
         irq = Signal()
         m.d.sync += irq.eq(0)
         m.d.comb += self.irq_used.eq(irq)
@@ -1557,7 +1597,7 @@ class VirtqueueEngine(wiring.Component):
         def write_used_idx(q, new):
             """Request the write of queue ``q``'s used idx = ``new``; WRITE_WAIT once taken."""
             m.d.comb += w_pub.valid.eq(1)
-            wr(w_pub, Mux(q, qc[1].device, qc[0].device) + 2, 2, new, _K_IDX, q)
+            wr(w_pub, Mux(q, uidx_addr[1], uidx_addr[0]), 2, new, _K_IDX, q)
             with m.If(w_pub.grant):
                 m.next = "WRITE_WAIT"
 
@@ -1578,11 +1618,8 @@ class VirtqueueEngine(wiring.Component):
                 with m.If(wret_kind[_K_IDX]):
                     m.next = "READ"
             with m.State("READ"):
-                drv = Mux(p_q, qc[1].driver, qc[0].driver)
-                pnum = Mux(p_q, num[1], num[0])
                 m.d.comb += r_irq.valid.eq(1)
-                rd(r_irq, Mux(self.event_idx, drv + 4 + (pnum << 1), drv), 2,
-                   _D_REG, _REG_IRQ)
+                rd(r_irq, irq_addr, 2, _D_REG, _REG_IRQ)
                 with m.If(r_irq.grant):
                     m.next = "READ_WAIT"
             with m.State("READ_WAIT"):
