@@ -125,17 +125,18 @@ class Executor(wiring.Component):
         count = Signal(range(_COUNT_MAX + 1))      # readable bytes (saturating)
         beat = Signal(range(16))                   # beat index (saturating)
         extra_nz = Signal()                        # a nonzero byte at offset 40..71
-        # Which domain slot holds the request's domain (bytes 4..7): registered every
-        # cycle from the value the buffer's domain field takes at the next edge, so that
-        # DECODE's table query and slot decode start from flip-flops. Only RECV precedes
-        # DECODE, and the domain state changes in neither, so in DECODE it is exact.
-        # Both candidates (the buffer's field, and beat 0's data while it arrives) are
-        # compared, and only the results are selected: the selection (beat == 0 and a
-        # beat accepted) no longer sits in front of the eight 32-bit compares, which was
-        # the core's critical path in one run (96.6 MHz).
+        # Which domain slot holds the request's domain (bytes 4..7): the buffer's domain
+        # field compared with every slot, registered every cycle, so that DECODE's table
+        # query and slot decode start from flip-flops. Exact in DECODE for every request
+        # that carries a domain and is not short (INVAL before any rule that looks at
+        # the domain): those are at least 20 bytes, 3 beats, so beat 0 has been in the
+        # buffer for a cycle when the last beat arrives; the domain state changes in
+        # neither RECV nor DECODE. (Comparing beat 0's data as it arrived put the beat's
+        # byte mask and a multiplexer between the engine's request FIFO and these eight
+        # 32-bit compares: the 64-entry board image's worst path with the heap placer.)
         dom_hit_r = Signal(n_eps)
-        dom_in_beat0 = Signal()
-        dom_in = Signal(32)                        # beat 0's domain field, masked like buf
+        assert all(REQ_READABLE_SIZE[t] > 8 for t in
+                   (ReqType.ATTACH, ReqType.DETACH, ReqType.MAP, ReqType.UNMAP))
         wlen = Signal(16)
 
         attach = AttachReq(buf[:160])
@@ -152,7 +153,7 @@ class Executor(wiring.Component):
             "short": 1, "reserved_nz": 1, "flags_bad": 1, "dom_out": 1, "ep_known": 1,
             "ep_oh": n_eps, "dom_exists": 1, "dom_slot": dsb, "dom_bypass": 1,
             "misaligned": 1, "reversed": 1, "iova_out": 1, "vs_zero": 1,
-            "size": 64, "vs_m1": 64, "ve_p1": 65, "resv_ovl": n_eps,
+            "phys_over": 1, "vs_m1": 64, "ve_p1": 65, "resv_ovl": n_eps,
             "offset": p.phys_page_bits,
         }))
 
@@ -197,12 +198,16 @@ class Executor(wiring.Component):
             pos = resp_beat * 8 + j
             prop = Mux(resp_props, rom_rd.data.word_select(j, 8), 0)
             lanes.append(Mux(pos < tail_pos, prop, Mux(pos == tail_pos, status, 0)))
-        remaining = Signal(17)
+        # The bytes still to send and whether this beat is the last, in flip-flops (set
+        # by ``respond``, stepped by ``present``): ``last`` gates the buffer's clear and
+        # the state change with the engine's ``ready``, and through a subtract and a
+        # compare it was a failing path of the board image.
+        resp_left = Signal(16)
+        resp_last = Signal()
         m.d.comb += [
-            remaining.eq(resp_len - resp_beat * 8),
             self.resp.payload.data.eq(Cat(lanes)),
-            self.resp.payload.nbytes.eq(Mux(remaining > 8, 8, remaining)),
-            self.resp.payload.last.eq(remaining <= 8),
+            self.resp.payload.nbytes.eq(Mux(resp_last, resp_left[:4], 8)),
+            self.resp.payload.last.eq(resp_last),
         ]
 
         # The entry a MAP writes, from the request buffer and the decode registers, which
@@ -250,21 +255,22 @@ class Executor(wiring.Component):
 
         def respond(st, length=REQ_TAIL_SIZE, props=0, then="RESP"):
             m.d.sync += [status.eq(st), resp_len.eq(length), resp_props.eq(props),
-                         resp_beat.eq(0), wait.eq(0)]
+                         resp_beat.eq(0), wait.eq(0),
+                         resp_left.eq(length), resp_last.eq(length <= 8)]
             m.next = then
 
         def present():
             """Offer the response beat (RESP, or MAP_WRITE for a MAP's status)."""
             m.d.comb += self.resp.valid.eq(1)
             with m.If(self.resp.ready):
-                m.d.sync += resp_beat.eq(resp_beat + 1)
+                m.d.sync += [resp_beat.eq(resp_beat + 1), resp_left.eq(resp_left - 8),
+                             resp_last.eq(resp_left <= 16)]
                 with m.If(self.resp.payload.last):
                     m.d.sync += [beat.eq(0), count.eq(0), extra_nz.eq(0), buf.eq(0),
                                  ready.eq(1)]
                     m.next = "RECV"
 
-        m.d.sync += dom_hit_r.eq(Cat(doms[s].valid & Mux(dom_in_beat0, doms[s].id == dom_in,
-                                                         doms[s].id == buf[32:64])
+        m.d.sync += dom_hit_r.eq(Cat(doms[s].valid & (doms[s].id == buf[32:64])
                                      for s in range(n_eps)))
         # req.ready: the state is RECV, kept in its own flip-flop (set where RECV is
         # entered, cleared where it is left).
@@ -276,14 +282,12 @@ class Executor(wiring.Component):
                 nb = Mux(beat_in.last, Mux(beat_in.nbytes > 8, 8, beat_in.nbytes), 8)
                 mask = Cat((nb > j).replicate(8) for j in range(8))
                 word = beat_in.data & mask
-                m.d.comb += dom_in.eq(word[32:64])
                 with m.If(self.req.valid):
                     for k in range(_BUF_WORDS):
                         with m.If(beat == k):
                             m.d.sync += buf.word_select(k, 64).eq(word)
                     with m.If((beat >= _BUF_WORDS) & (beat < 9) & (word != 0)):
                         m.d.sync += extra_nz.eq(1)
-                    m.d.comb += dom_in_beat0.eq(beat == 0)
                     m.d.sync += [
                         count.eq(Mux(count + nb > _COUNT_MAX, _COUNT_MAX, count + nb)),
                         beat.eq(Mux(beat == 15, 15, beat + 1)),
@@ -324,6 +328,17 @@ class Executor(wiring.Component):
                 # CHECK queries again for UNMAP's coverage test.
                 m.d.comb += self.table_query_next.eq(is_(ReqType.UNMAP))
                 dom_bypass = tree_any([dom_hit[s] & doms[s].bypass for s in range(n_eps)])
+                # MAP's physical range wraps past 2**64: phys_start + (ve - vs) >= 2**64,
+                # decided here from the buffer alone, as phys_start + ve + ~vs + 1 >= 2**65
+                # (the same when ve >= vs; a reversed range is INVAL first). The three
+                # operands go through one carry-save level and one carry chain; CHECK only
+                # reads the flag (the add there, with the status chain behind it, was the
+                # board image's worst path on two seeds).
+                cs_a, cs_b, cs_c = map_.phys_start, ve, ~vs
+                cs_sum = cs_a ^ cs_b ^ cs_c
+                cs_carry = (cs_a & cs_b) | (cs_a & cs_c) | (cs_b & cs_c)
+                phys_over = (Cat(cs_sum, Const(0, 2)) +
+                             Cat(Const(1, 1), cs_carry, Const(0, 1)))[65]
                 m.d.sync += [
                     d.type_ok.eq((rtype >= ReqType.ATTACH) & (rtype <= ReqType.PROBE) &
                                  (count != 0)),
@@ -356,7 +371,7 @@ class Executor(wiring.Component):
                     d.reversed.eq(ve < vs),
                     d.vs_zero.eq(vs == 0),
                     d.iova_out.eq((vs < p.input_range[0]) | (ve > p.input_range[1])),
-                    d.size.eq(ve - vs),
+                    d.phys_over.eq(phys_over),
                     d.offset.eq(map_.phys_start[shift:] - map_.virt_start[shift:]),
                     d.vs_m1.eq(vs - 1),
                     d.ve_p1.eq(ve + 1),
@@ -377,7 +392,6 @@ class Executor(wiring.Component):
                     self.table_query_y.eq(d.ve_p1[shift:ib]),
                     self.table_query_dslot.eq(d.dom_slot),
                 ]
-                phys_over = (Cat(map_.phys_start, Const(0, 1)) + d.size)[64]
                 resv_conflict = tree_any([d.resv_ovl[e] & eps[e].attached &
                                           (eps[e].dslot == d.dom_slot) for e in range(n_eps)])
                 with m.If(~d.type_ok):
@@ -433,7 +447,7 @@ class Executor(wiring.Component):
                         respond(Status.RANGE)
                     with m.Elif(d.reversed):
                         respond(Status.INVAL)
-                    with m.Elif(d.iova_out | phys_over):
+                    with m.Elif(d.iova_out | d.phys_over):
                         respond(Status.RANGE)
                     with m.Elif(~d.dom_exists):
                         respond(Status.NOENT)
