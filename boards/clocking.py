@@ -15,6 +15,15 @@ image's failing timing endpoints at 100 MHz (docs/timing-log.md, session 10). ne
 routes a ``DCCA`` output that drives logic pins on one of the global networks that reach
 every slice.
 
+Each of the image's fabric-driven global buffers (this reset, and the device's core and
+engine resets, :mod:`viommu.rtl.top_mmio`) is placed at a fixed ``DCCA`` site
+(:data:`GLOBAL_BUFFER_SITES`, per part, which :class:`~.targets.BoardImage` hands to the
+elaboration as ``platform.global_buffer_sites``): on the left, right and bottom edges,
+never the top. Left to nextpnr 0.11, every buffer went to the top edge's first free
+``TDCC``, and in 4 of 7 runs of the 64-entry image the router then found no path from the
+driving flip-flop into one of them ("Failed to route arc 0.0 of net ... G_CLKI_TDCC0");
+with the sites below, every run routed (docs/timing-log.md, session 13).
+
 The generated clock gets an explicit constraint (``platform.add_clock_constraint``), so the
 LPF carries it and nextpnr times the ``sync`` domain against ``freq_hz``.
 """
@@ -29,7 +38,25 @@ from amaranth.lib.cdc import ResetSynchronizer
 from viommu.rtl.util import global_buffer
 
 
-__all__ = ["PLLDividers", "ecp5_pll_dividers", "ClockReset"]
+__all__ = ["PLLDividers", "ecp5_pll_dividers", "ClockReset", "GLOBAL_BUFFER_SITES",
+           "global_buffer_sites"]
+
+
+#: nextpnr ``DCCA`` bel names for the board image's fabric-driven global buffers, by part
+#: and buffer name (see the module docstring). The board's clock input takes its own
+#: buffer, which nextpnr places next to the pin (the left edge's ``LDCC0`` on both boards).
+GLOBAL_BUFFER_SITES = {
+    "LFE5UM5G-45F": {"rst": "X40/Y71/BDCC0", "core_clear": "X87/Y34/RDCC0",
+                     "engine_clear": "X87/Y34/RDCC1"},
+    "LFE5UM5G-85F": {"rst": "X67/Y95/BDCC0", "core_clear": "X123/Y46/RDCC0",
+                     "engine_clear": "X123/Y46/RDCC1"},
+}
+
+
+def global_buffer_sites(device):
+    """The :data:`GLOBAL_BUFFER_SITES` of ``device`` (a part name such as
+    ``"LFE5UM5G-45F"``); an empty mapping for a part without a table (nextpnr picks)."""
+    return dict(GLOBAL_BUFFER_SITES.get(device.upper(), {}))
 
 
 #: ECP5 EHXPLLL operating ranges (Lattice TN1263 / DS1044), in MHz.

@@ -94,16 +94,22 @@ __all__ = ["SynthError", "SynthReport", "CriticalPath", "synthesize_ooc", "synth
 HEARTBEAT_S = 60.0
 
 #: nextpnr-ecp5 options of every ECP5 place and route the project runs: router1 does not
-#: converge in reasonable time on the 64-entry CAM; the electrostatic placer (``static``)
-#: starts router2 from a placement with ~40 % less wire than the default ``heap`` placer
-#: and, on the same 64-entry core netlist with seed 1, gave 97.5 MHz against heap's 91-93
-#: (2026-12-02; the device: 84.5 MHz on 451dcf9 against heap's 77.5 on acd433d, two
-#: revisions that differ only by review mends).
-NEXTPNR_ECP5_ARGS = ("--router", "router2", "--placer", "static")
+#: converge in reasonable time on the 64-entry CAM; the analytic placer (``heap``) with its
+#: timing weight raised from 10 to 40 and its criticality exponent from 2 to 4. On the same
+#: 64-entry board-image netlist, seed 1, it gave 91.8 MHz where the electrostatic placer
+#: (``static``, the flow's placer from 2026-12-02 to 12-05: ~40 % less wire, but placed
+#: without regard to timing, then refined) gave 81.7, and on the next netlists 95.6 to
+#: 101.9 MHz over five seeds, where ``static`` had given 77 to 94.5 (docs/timing-log.md,
+#: session 13). The default heap weights were slower than ``static`` on the core (91-93
+#: against 97.5 MHz, 2026-12-02).
+NEXTPNR_ECP5_ARGS = ("--router", "router2", "--placer", "heap",
+                     "--placer-heap-timingweight", "40", "--placer-heap-critexp", "4")
 # Not used: ``--tmg-ripup`` (timing-driven rip-up in the router). It took the 64-entry core
 # from 86.4 to 99.8 MHz once (865dde7, seed 1), but on two later core netlists and on the
 # complete device nextpnr 0.11 kept ripping up failing arcs for 100-250 iterations while
-# congestion grew again, with no end in sight (2026-11-25).
+# congestion grew again, with no end in sight (2026-11-25); on the 64-entry board image
+# (static placer) likewise: 108 and 157 iterations, 68 to 146 failing arcs, stopped
+# (2026-12-05).
 
 #: Yosys commands run right after ``read_verilog``: a flip-flop whose output wire carries
 #: ``keep`` (an Amaranth ``Signal(attrs={"keep": 1})``) gets ``keep`` itself. Amaranth puts

@@ -37,7 +37,7 @@ from amaranth.build import ResourceError
 from amaranth.hdl import ClockDomain, Elaboratable, Module
 from amaranth.lib import io
 
-from .clocking import ClockReset
+from .clocking import ClockReset, global_buffer_sites
 
 
 __all__ = ["Target", "TARGETS", "DEFAULT_TARGET", "get_target", "BoardImage"]
@@ -118,6 +118,8 @@ class BoardImage(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
+        # Where the global buffers go (read by every global_buffer of the elaboration).
+        platform.global_buffer_sites = global_buffer_sites(platform.device)
         m.domains.sync = ClockDomain("sync")
         m.submodules.crg = ClockReset(freq_hz=self.freq_hz, platform=platform)
         m.submodules.soc = soc = self.soc

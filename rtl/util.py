@@ -132,9 +132,16 @@ def global_buffer(m, platform, signal, *, name):
     """``signal`` through a global clock buffer where the platform has one that can reach
     logic (ECP5: ``DCCA``; nextpnr then routes the net on a global network, which reaches
     every slice's reset and enable pins in about the same time); else ``signal`` itself.
-    For a high-fanout net driven by one flip-flop, such as a synchronous reset."""
+    For a high-fanout net driven by one flip-flop, such as a synchronous reset.
+
+    If the platform has a ``global_buffer_sites`` mapping with an entry for ``name``, the
+    buffer is placed there (the ``BEL`` attribute nextpnr honours; the board top levels set
+    the mapping, see :mod:`viommu.boards.clocking`)."""
     if getattr(platform, "family", None) != "ecp5":
         return signal
     out = Signal(name=f"{name}_g")
-    m.submodules[f"{name}_gbuf"] = Instance("DCCA", i_CLKI=signal, i_CE=1, o_CLKO=out)
+    site = (getattr(platform, "global_buffer_sites", None) or {}).get(name)
+    attrs = {} if site is None else {"a_BEL": site}
+    m.submodules[f"{name}_gbuf"] = Instance("DCCA", i_CLKI=signal, i_CE=1, o_CLKO=out,
+                                            **attrs)
     return out

@@ -254,6 +254,16 @@ def test_global_buffer_only_on_ecp5():
     dccas = [sub for sub, *_ in frag.subfragments if isinstance(sub, Instance)]
     assert len(dccas) == 1 and dccas[0].type == "DCCA"
     assert dccas[0].ports["CLKI"][0] is sig and dccas[0].ports["CLKO"][0] is out
+    assert "BEL" not in dccas[0].attrs          # no site given: nextpnr places it
+
+    class _Sited(_ECP5):
+        global_buffer_sites = {"y": "X87/Y34/RDCC0"}
+
+    m = Module()
+    global_buffer(m, _Sited(), sig, name="x")
+    global_buffer(m, _Sited(), sig, name="y")
+    bels = [sub.attrs.get("BEL") for sub, *_ in Fragment.get(m, None).subfragments]
+    assert bels == [None, "X87/Y34/RDCC0"]      # the named buffer at its site only
 
 
 def test_reset_inserter_alone_ignores_the_domain_reset():
