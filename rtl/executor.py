@@ -276,7 +276,7 @@ class Executor(wiring.Component):
         # entered, cleared where it is left).
         ready = Signal(init=1)
         m.d.comb += self.req.ready.eq(ready)
-        with m.FSM(name="fsm"):
+        with m.FSM(name="fsm") as fsm:
             with m.State("RECV"):
                 beat_in = self.req.payload
                 nb = Mux(beat_in.last, Mux(beat_in.nbytes > 8, 8, beat_in.nbytes), 8)
@@ -537,6 +537,14 @@ class Executor(wiring.Component):
                 present()
 
         m.d.comb += self.busy.eq(~self.req.ready)
+        #: internal registers the formal harness ties together (induction strengtheners)
+        self.formal_view = {
+            "count": count, "beat": beat, "ready": ready, "in_recv": fsm.ongoing("RECV"),
+            "resp_len": resp_len, "resp_beat": resp_beat, "resp_left": resp_left,
+            "resp_last": resp_last,
+            # the states a response has been set up for and not finished in
+            "resp_set": fsm.ongoing("RESP") | fsm.ongoing("MAP_WRITE") | fsm.ongoing("WAIT"),
+        }
         return m
 
     def _leave(self, m, ep_index, last_in_dom, cur):

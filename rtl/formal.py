@@ -260,6 +260,7 @@ class CoreFormal(Elaboratable):
         #: ``"file:line"`` of each check -> its message (filled in by elaboration).
         self.check_messages = {}
         prop = self.prop
+        self._executor_invariants(m)
         if self.invariants or prop == "invariants":
             self._invariants(m, overlap_only=False)
         elif prop == "overlap":
@@ -341,6 +342,31 @@ class CoreFormal(Elaboratable):
             for t in range(s + 1, n_eps):
                 self._check(m, ~(doms[s].valid & doms[t].valid & (doms[s].id == doms[t].id)),
                             f"I7: domain slots {s} and {t} hold the same domain")
+
+    def _executor_invariants(self, m):
+        """Strengtheners for the induction, each true in every reachable state; without
+        them the induction starts from states where they are not. E1: the executor never
+        counts more than 8 request bytes per beat received (until its beat counter
+        saturates), so a request whose beat 0 is its last is short (else: a 24-byte
+        request in one beat, whose domain the executor compares a cycle late, from the
+        buffer). E2: its ``req.ready`` flip-flop is high exactly in RECV (else: request
+        beats taken in the middle of another request). E3: from the cycle a response is
+        set up until its last beat, the bytes left and the ``last`` flag (flip-flops of
+        their own, for timing) agree with the response's length and the beats sent, and
+        no more beats have gone than the length allows (else: a last beat with bytes
+        left, or a multi-beat answer to a MAP)."""
+        v = self.core.executor.formal_view
+        self._check(m, (v["beat"] == 15) | (v["count"] <= v["beat"] * 8),
+                    "E1: more request bytes counted than beats received")
+        self._check(m, v["ready"] == v["in_recv"],
+                    "E2: the executor's req.ready flip-flop disagrees with its RECV state")
+        left = Signal(16, name="inv_resp_left")
+        m.d.comb += left.eq(v["resp_len"] - v["resp_beat"] * 8)
+        self._check(m, ~v["resp_set"] | ((v["resp_left"] == left) &
+                                          (v["resp_last"] == (left <= 8)) &
+                                          (v["resp_beat"] * 8 <= v["resp_len"]) &
+                                          (v["resp_len"] <= self.params.probe_size + 4)),
+                    "E3: a response's bytes left or last flag disagree with its length")
 
     # --- property 1: lookup soundness ---------------------------------------------------
 
