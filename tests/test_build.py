@@ -167,22 +167,14 @@ def test_board_image_places_its_global_buffers(board):
     """The board image's three fabric-driven global buffers (the board reset, the core's
     and the engine's reset) each carry their part's ``DCCA`` site, all different, none on
     the top edge (where nextpnr could not route into them)."""
-    from amaranth.hdl import Fragment, Instance
     from viommu.boards.clocking import GLOBAL_BUFFER_SITES
     from viommu.boards.soc import BoardSoC
-
-    def instances(fragment):
-        for sub, *_ in fragment.subfragments:
-            if isinstance(sub, Instance):
-                yield sub
-            else:
-                yield from instances(sub)
+    from viommu.sim.netlist import instances
 
     target = get_target(board)
     platform = target.make_platform()
     soc = BoardSoC(divisor=4, bridge_timeout=1000, ram_size=4096, entries=4, endpoints=2)
-    dccas = [i for i in instances(Fragment.get(BoardImage(soc, freq_hz=100e6), platform))
-             if i.type == "DCCA"]
+    dccas = instances(BoardImage(soc, freq_hz=100e6), platform, type="DCCA")
     sites = GLOBAL_BUFFER_SITES[platform.device]
     assert sorted(i.attrs["BEL"] for i in dccas) == sorted(sites.values())
     assert len(set(sites.values())) == 3

@@ -93,21 +93,13 @@ def test_fault_merger_several_ports():
 def test_reset_nets_on_global_buffers_for_ecp5():
     """Elaborated for an ECP5 platform, the core's and the engine's reset flip-flops each
     drive a DCCA (their nets go on global networks); elsewhere there is none."""
-    from amaranth.hdl import Fragment, Instance
+    from viommu.sim.netlist import instances
 
     class _ECP5:
         family = "ecp5"
 
-    def instances(fragment):
-        for sub, *_ in fragment.subfragments:
-            if isinstance(sub, Instance):
-                yield sub
-            else:
-                yield from instances(sub)
-
     def dccas(platform):
-        top = VirtioIOMMUMMIO(queue_size=64, **SMALL)
-        return [i for i in instances(Fragment.get(top, platform)) if i.type == "DCCA"]
+        return instances(VirtioIOMMUMMIO(queue_size=64, **SMALL), platform, type="DCCA")
 
     assert len(dccas(_ECP5())) == 2
     assert dccas(None) == []
