@@ -17,8 +17,8 @@ every slice.
 
 Each of the image's fabric-driven global buffers (this reset, and the device's core and
 engine resets, :mod:`viommu.rtl.top_mmio`) is placed at a fixed ``DCCA`` site
-(:data:`GLOBAL_BUFFER_SITES`, per part, which :class:`~.targets.BoardImage` hands to the
-elaboration as ``platform.global_buffer_sites``): on the left, right and bottom edges,
+(:data:`GLOBAL_BUFFER_SITES`, per part, which :meth:`~.targets.Target.make_platform`
+puts on the platform as ``global_buffer_sites``): on the left, right and bottom edges,
 never the top. Left to nextpnr 0.11, every buffer went to the top edge's first free
 ``TDCC``, and in 4 of 7 runs of the 64-entry image the router then found no path from the
 driving flip-flop into one of them ("Failed to route arc 0.0 of net ... G_CLKI_TDCC0");

@@ -66,8 +66,12 @@ class Target:
         return path.read_text() if path.exists() else ""
 
     def make_platform(self):
+        """The board's amaranth-boards platform, with ``global_buffer_sites`` set for its
+        part (read by every :func:`~viommu.rtl.util.global_buffer` of an elaboration)."""
         module, cls = self.platform.split(":")
-        return getattr(importlib.import_module(module), cls)()
+        platform = getattr(importlib.import_module(module), cls)()
+        platform.global_buffer_sites = global_buffer_sites(platform.device)
+        return platform
 
     @property
     def part(self):
@@ -118,8 +122,6 @@ class BoardImage(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        # Where the global buffers go (read by every global_buffer of the elaboration).
-        platform.global_buffer_sites = global_buffer_sites(platform.device)
         m.domains.sync = ClockDomain("sync")
         m.submodules.crg = ClockReset(freq_hz=self.freq_hz, platform=platform)
         m.submodules.soc = soc = self.soc
