@@ -16,7 +16,7 @@ routes a ``DCCA`` output that drives logic pins on one of the global networks th
 every slice.
 
 Each of the image's fabric-driven global buffers (this reset, and the device's core and
-engine resets, :mod:`viommu.rtl.top_mmio`) is placed at a fixed ``DCCA`` site
+engine resets, :mod:`viommu.rtl.transport.top_mmio`) is placed at a fixed ``DCCA`` site
 (:data:`GLOBAL_BUFFER_SITES`, per part, which :meth:`~.targets.Target.make_platform`
 puts on the platform as ``global_buffer_sites``): on the left, right and bottom edges,
 never the top. Left to nextpnr 0.11, every buffer went to the top edge's first free

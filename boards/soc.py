@@ -29,14 +29,14 @@ from amaranth.hdl import Module, Signal, Cat, Const, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from viommu.rtl.axi import AXI4LiteSignature, Resp
-from viommu.rtl.bridge import SerialBridge
-from viommu.rtl.guest_ram import GuestRAM
-from viommu.rtl.interconnect import AXI4LiteDecoder
-from viommu.rtl.layouts import BoardConfig, BoardStatus, ProbeControl, ProbeResult
-from viommu.rtl.mmio import MMIO
-from viommu.rtl.top_mmio import VirtioIOMMUMMIO, flat_lookup_signature
-from viommu.rtl.uart import UARTRx, UARTTx
+from viommu.rtl.bus.axi import AXI4LiteSignature, Resp
+from viommu.rtl.board.bridge import SerialBridge
+from viommu.rtl.board.guest_ram import GuestRAM
+from viommu.rtl.bus.interconnect import AXI4LiteDecoder
+from viommu.rtl.core.layouts import BoardConfig, BoardStatus, ProbeControl, ProbeResult
+from viommu.rtl.transport.mmio import MMIO
+from viommu.rtl.transport.top_mmio import VirtioIOMMUMMIO, flat_lookup_signature
+from viommu.rtl.board.uart import UARTRx, UARTTx
 from viommu.rtl.util import check_int
 
 
@@ -108,7 +108,7 @@ class BoardControl(wiring.Component):
     Parameters
     ----------
     config : int
-        The CONFIG register's value (:class:`~viommu.rtl.layouts.BoardConfig` bits).
+        The CONFIG register's value (:class:`~viommu.rtl.core.layouts.BoardConfig` bits).
     ram_size : int
         The RAM_SIZE register's value.
     endpoint_width : int
@@ -326,8 +326,8 @@ class BoardControl(wiring.Component):
 
 
 def board_config(device, *, ids_0_to_n=None):
-    """The CONFIG register value (:class:`~viommu.rtl.layouts.BoardConfig`) for ``device``,
-    a :class:`~viommu.rtl.top_mmio.VirtioIOMMUMMIO`."""
+    """The CONFIG register value (:class:`~viommu.rtl.core.layouts.BoardConfig`) for ``device``,
+    a :class:`~viommu.rtl.transport.top_mmio.VirtioIOMMUMMIO`."""
     p = device.params
     ids = p.endpoint_ids
     return BoardConfig.const({
@@ -359,7 +359,7 @@ class BoardSoC(wiring.Component):
     fault_queue_depth : int
         The device's fault queue (default 4).
     **device_kwargs
-        Passed to :class:`~viommu.rtl.top_mmio.VirtioIOMMUMMIO` as they are: ``params`` or
+        Passed to :class:`~viommu.rtl.transport.top_mmio.VirtioIOMMUMMIO` as they are: ``params`` or
         the core's keyword parameters (``entries``, ``endpoints``, ...), ``features``,
         ``axi_width``, ``bypass_init``. Everything not given is the device's default
         (64 mapping entries, 8 endpoints, 1 lookup port, 64-bit DMA).
@@ -410,7 +410,7 @@ class BoardSoC(wiring.Component):
 
     @property
     def params(self):
-        """The device's :class:`~viommu.rtl.params.CoreParams`."""
+        """The device's :class:`~viommu.rtl.core.params.CoreParams`."""
         return self.device.params
 
     def elaborate(self, platform):

@@ -1,7 +1,7 @@
 """Build the generated Verilog of a top level and run cocotb tests on it (Icarus, Verilator).
 
 ``run_cocotb(top, name, test_module, simulator=..., testcase=..., env=...)`` converts the
-Amaranth top level ``top`` to Verilog (module ``name``, ports as :func:`~viommu.rtl.axi.
+Amaranth top level ``top`` to Verilog (module ``name``, ports as :func:`~viommu.rtl.bus.axi.
 flat_ports` names them), builds it with cocotb's Python runner into
 ``build/cocotb/<name>-<simulator>-<hash of the Verilog>`` (reused while the Verilog does not
 change) and runs the cocotb test module ``test_module`` (a module in ``tests/``). A failing
@@ -27,7 +27,7 @@ _BUILD = os.environ.get("VIOMMU_COCOTB_BUILD", os.path.join(_ROOT, "build", "coc
 
 def verilog_of(top, name):
     from amaranth.back import verilog
-    from viommu.rtl.axi import flat_ports
+    from viommu.rtl.bus.axi import flat_ports
     return verilog.convert(top, name=name, ports=flat_ports(top))
 
 

@@ -1,6 +1,6 @@
 """Testbench helpers for the device core in Amaranth's simulator.
 
-:class:`CoreBench` drives a :class:`~viommu.rtl.core.Core` cycle by cycle from one async
+:class:`CoreBench` drives a :class:`~viommu.rtl.core.top.Core` cycle by cycle from one async
 testbench: it streams requests into ``req``, collects ``resp``, presents lookups on every
 port, and decodes the core's internal tables into the reference model's snapshot format.
 """
@@ -10,10 +10,10 @@ import random
 
 from amaranth.lib import data
 
-from viommu.rtl.layouts import (ReqBeat, RespBeat, LookupVia, mapping_tag_layout,
+from viommu.rtl.core.layouts import (ReqBeat, RespBeat, LookupVia, mapping_tag_layout,
                                 mapping_payload_layout,
                                 endpoint_state_layout, DomainState, Features, Feature)
-from viommu.rtl.lookup import LOOKUP_LATENCY
+from viommu.rtl.core.lookup import LOOKUP_LATENCY
 from viommu.rtl.util import ceil_log2
 from viommu.sim.model import Mapping, Translation
 

@@ -10,9 +10,9 @@ expected :class:`~viommu.sim.model.Translation`.
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-from viommu.rtl.core import Core, LOOKUP_LATENCY
-from viommu.rtl.layouts import ReqType, Status, LookupVia, FaultFlag, lookup_response_layout
-from viommu.rtl.params import CoreParams
+from viommu.rtl.core.top import Core, LOOKUP_LATENCY
+from viommu.rtl.core.layouts import ReqType, Status, LookupVia, FaultFlag, lookup_response_layout
+from viommu.rtl.core.params import CoreParams
 from viommu.sim.model import DeviceModel, Translation, ALL_FEATURES
 from viommu.sim.core_bench import CoreBench, request_beats, translation_of
 

@@ -11,7 +11,7 @@ random backpressure on ``resp.ready``) and a lookup on every port in most cycles
   (its comparators answer the executor's queries then), the other ports always are; a
   lookup not accepted is held until it is;
 * every lookup is answered exactly 3 cycles after it was accepted, and the answer is
-  the model's for the state the ordering contract (:mod:`viommu.rtl.core`) says it sees:
+  the model's for the state the ordering contract (:mod:`viommu.rtl.core.top`) says it sees:
   the old state before the request started, the new state from the cycle its response is
   valid (from 3 cycles earlier for UNMAP/DETACH/ATTACH, whose stale grants must have
   drained), either in between.
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from amaranth.sim import Simulator
 
-from viommu.rtl.core import Core, LOOKUP_LATENCY
-from viommu.rtl.layouts import ReqType, lookup_response_layout
+from viommu.rtl.core.top import Core, LOOKUP_LATENCY
+from viommu.rtl.core.layouts import ReqType, lookup_response_layout
 from viommu.sim.model import DeviceModel, ALL_FEATURES
 from viommu.sim.core_bench import (CoreBench, request_beats, translation_of)
 from viommu.sim.stimulus import RequestGenerator, LookupGenerator

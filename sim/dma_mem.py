@@ -1,4 +1,4 @@
-"""Guest memory behind the DMA port of :mod:`viommu.rtl.dma`, for Amaranth's simulator.
+"""Guest memory behind the DMA port of :mod:`viommu.rtl.bus.dma`, for Amaranth's simulator.
 
 :class:`DMAMemory` is a bytearray with a slave for the DMA streams: a configurable read
 latency (cycles from taking a read command to its first data beat) and write latency (from

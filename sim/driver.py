@@ -23,8 +23,8 @@ every byte written, and nothing written past the used length.
 
 import struct
 
-from viommu.rtl.layouts import Feature, DeviceStatus, Fault, unpack
-from viommu.rtl.mmio import MMIO, MMIO_MAGIC, MMIO_VERSION
+from viommu.rtl.core.layouts import Feature, DeviceStatus, Fault, unpack
+from viommu.rtl.transport.mmio import MMIO, MMIO_MAGIC, MMIO_VERSION
 from viommu.sim.model import DeviceModel
 from viommu.sim.vring import SplitVirtqueue, BufferAllocator, check_answer
 
@@ -73,7 +73,7 @@ class AxiLiteRegs:
 
 
 class VirtioIOMMUDriver:
-    """The driver. ``params`` (:class:`~viommu.rtl.params.CoreParams`) is the device's
+    """The driver. ``params`` (:class:`~viommu.rtl.core.params.CoreParams`) is the device's
     configuration, for the model; ``indirect`` / ``event_idx`` ask for those features;
     ``rq_num`` / ``eq_num`` are the queue sizes the driver picks (<= QueueNumMax);
     ``refuse`` lists features the driver does not accept even if offered."""

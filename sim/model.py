@@ -42,12 +42,12 @@ are described in :meth:`DeviceModel.translate`.
 
 from dataclasses import dataclass, field
 
-from viommu.rtl.layouts import (
+from viommu.rtl.core.layouts import (
     ReqType, Status, Feature, AttachFlag, MapFlag, ResvSubtype, FaultReason, FaultFlag,
     LookupVia, AttachReq, DetachReq, MapReq, UnmapReq, ProbeReq, ReqTail,
     REQ_READABLE_SIZE, REQ_TAIL_SIZE, pack, unpack,
 )
-from viommu.rtl.params import CoreParams
+from viommu.rtl.core.params import CoreParams
 
 
 __all__ = ["Mapping", "Translation", "DeviceModel", "ALL_FEATURES"]

@@ -9,8 +9,8 @@ not reported as a figure.
 from amaranth.sim import Simulator
 from amaranth.lib import data
 
-from viommu.rtl.core import Core, LOOKUP_LATENCY
-from viommu.rtl.layouts import lookup_response_layout, MapFlag
+from viommu.rtl.core.top import Core, LOOKUP_LATENCY
+from viommu.rtl.core.layouts import lookup_response_layout, MapFlag
 from viommu.sim.model import DeviceModel, ALL_FEATURES, attach, map_, unmap
 from viommu.sim.core_bench import CoreBench, request_beats, translation_of
 
@@ -164,7 +164,7 @@ def measure_engine(*, read_latency=1, indirect=False, batch=128, params=None):
     batch, "lone": cycles from the doorbell of a single MAP to the write of the used idx
     that publishes it}``. Every answer is checked against the reference model.
     """
-    from viommu.rtl.params import CoreParams
+    from viommu.rtl.core.params import CoreParams
     from viommu.sim.vq_bench import EngineWithCore, VQBench, run_bench
     params = params or CoreParams(entries=max(16, batch + 1))
     dut = EngineWithCore(params)

@@ -7,7 +7,7 @@ share is malformed on purpose (reserved bytes, unknown flags, short, misaligned,
 types, tiny writable parts).
 """
 
-from viommu.rtl.layouts import MapFlag, AttachFlag, ReqType, REQ_READABLE_SIZE, REQ_TAIL_SIZE
+from viommu.rtl.core.layouts import MapFlag, AttachFlag, ReqType, REQ_READABLE_SIZE, REQ_TAIL_SIZE
 from viommu.sim import model as M
 
 

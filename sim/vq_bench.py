@@ -1,7 +1,7 @@
 """Test bench of the virtqueue engine with the real device core behind it.
 
-:class:`EngineWithCore` connects a :class:`~viommu.rtl.virtqueue.VirtqueueEngine` to a
-:class:`~viommu.rtl.core.Core` (``req``/``resp``) with one ``clear`` for both.
+:class:`EngineWithCore` connects a :class:`~viommu.rtl.engine.virtqueue.VirtqueueEngine` to a
+:class:`~viommu.rtl.core.top.Core` (``req``/``resp``) with one ``clear`` for both.
 :class:`VQBench` drives it from one Amaranth async testbench: guest memory
 (:class:`~viommu.sim.dma_mem.DMAMemory`) behind the DMA port, the queue configuration,
 doorbells and fault reports, and it watches ``irq_used`` / ``needs_reset``. Tests use
@@ -12,9 +12,9 @@ from amaranth.hdl import Module, Signal, Elaboratable
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
-from viommu.rtl.core import Core
-from viommu.rtl.params import CoreParams
-from viommu.rtl.virtqueue import VirtqueueEngine
+from viommu.rtl.core.top import Core
+from viommu.rtl.core.params import CoreParams
+from viommu.rtl.engine.virtqueue import VirtqueueEngine
 from viommu.sim.core_bench import features_value
 from viommu.sim.dma_mem import DMAMemory
 from viommu.sim.model import DeviceModel, ALL_FEATURES

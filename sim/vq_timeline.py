@@ -10,7 +10,7 @@ finding the cycles where nothing useful happens between the dependent reads.
 
 import argparse
 
-from viommu.rtl.params import CoreParams
+from viommu.rtl.core.params import CoreParams
 from viommu.sim.model import map_
 from viommu.sim.vq_bench import EngineWithCore, VQBench, run_bench
 

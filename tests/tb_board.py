@@ -21,8 +21,8 @@ from cocotb.task import bridge, resume
 from cocotb.triggers import ClockCycles, Event, FallingEdge, First, Timer
 
 from viommu.boards.soc import BoardReg, Led, CONTROL_BASE, DEVICE_BASE
-from viommu.rtl.layouts import BridgeByte
-from viommu.rtl.mmio import MMIO, MMIO_MAGIC
+from viommu.rtl.core.layouts import BridgeByte
+from viommu.rtl.transport.mmio import MMIO, MMIO_MAGIC
 from viommu.sim.host import BridgeClient, BridgeNak, run_board_test
 
 

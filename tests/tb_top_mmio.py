@@ -19,9 +19,9 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiBus, AxiRam
 
-from viommu.rtl.layouts import DeviceStatus, MapFlag, Feature
-from viommu.rtl.mmio import MMIO
-from viommu.rtl.params import CoreParams
+from viommu.rtl.core.layouts import DeviceStatus, MapFlag, Feature
+from viommu.rtl.transport.mmio import MMIO
+from viommu.rtl.core.params import CoreParams
 from viommu.sim import model as M
 from viommu.sim.driver import VirtioIOMMUDriver, AxiLiteRegs, GUEST_LAYOUT
 from viommu.sim.stimulus import RequestGenerator, LookupGenerator

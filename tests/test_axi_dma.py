@@ -1,10 +1,10 @@
 # amaranth: UnusedElaboratable=no
-"""The AXI4 DMA master (rtl/axi.py) in Amaranth's simulator, against a Python AXI4 slave.
+"""The AXI4 DMA master (rtl/bus/axi.py) in Amaranth's simulator, against a Python AXI4 slave.
 
 The bench is one cycle loop that plays every agent around the DUT: the engine (read and
 write command sources, the ``wr_data`` source, the ``rd_data`` and ``wr_resp`` sinks) and an
 AXI4 memory slave with random ready/valid gaps, a random read latency and optional error
-ranges. It checks, besides the DMA contract of rtl/dma.py:
+ranges. It checks, besides the DMA contract of rtl/bus/dma.py:
 
 * AXI rules: AR/AW/W hold valid and payload while ``valid & ~ready``; every burst is INCR
   of full-width beats (``AxSIZE = log2(width)``), has at most ``max_burst`` beats, never
@@ -35,9 +35,9 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from viommu.rtl.axi import (AXI4DMAMaster, AXI4Signature, AXI4LiteSignature, flat_ports,
+from viommu.rtl.bus.axi import (AXI4DMAMaster, AXI4Signature, AXI4LiteSignature, flat_ports,
                             Resp)
-from viommu.rtl.dma import DMASignature
+from viommu.rtl.bus.dma import DMASignature
 
 
 PAGE = 4096

@@ -8,7 +8,7 @@ write-1-to-clear, the event counters (saturating), the cycle counter and the LED
 from amaranth.sim import Simulator
 
 from viommu.boards.soc import BoardControl, BoardReg, BOARD_ID, BOARD_VERSION, Led
-from viommu.rtl.layouts import ProbeControl, ProbeResult, BoardStatus, pack, unpack
+from viommu.rtl.core.layouts import ProbeControl, ProbeResult, BoardStatus, pack, unpack
 from viommu.sim.lite import lite_write, lite_read
 
 

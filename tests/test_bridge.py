@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""The serial bridge's protocol engine (rtl/bridge.py) in Amaranth's simulator.
+"""The serial bridge's protocol engine (rtl/board/bridge.py) in Amaranth's simulator.
 
 One cycle loop plays the host (a byte source with gaps, a byte sink that stalls) and an
 AXI4-Lite slave (random ready, random response latency, an address range answered
@@ -22,8 +22,8 @@ import struct
 import pytest
 from amaranth.sim import Simulator
 
-from viommu.rtl.bridge import SerialBridge
-from viommu.rtl.layouts import BridgeByte, BridgeHeader, pack
+from viommu.rtl.board.bridge import SerialBridge
+from viommu.rtl.core.layouts import BridgeByte, BridgeHeader, pack
 
 
 ACK, NAK = BridgeByte.ACK, BridgeByte.NAK

@@ -139,8 +139,8 @@ def test_build_ooc_targets_reach_the_flow(tmp_path, monkeypatch, capsys, board, 
     with the seed given. The flow itself is stood in for (a real run takes ~30 min)."""
     import viommu.boards.synth as synth
     from viommu.cli import main
-    from viommu.rtl.core import Core
-    from viommu.rtl.top_mmio import VirtioIOMMUMMIO
+    from viommu.rtl.core.top import Core
+    from viommu.rtl.transport.top_mmio import VirtioIOMMUMMIO
     seen = {}
 
     def fake(top, *, name, ports, seed, **kw):

@@ -27,8 +27,8 @@ import os
 
 import pytest
 
-from viommu.rtl.layouts import Feature, Status, ResvSubtype
-from viommu.rtl.params import CoreParams, ResvRegion
+from viommu.rtl.core.layouts import Feature, Status, ResvSubtype
+from viommu.rtl.core.params import CoreParams, ResvRegion
 from viommu.sim.core_random import run_random
 from viommu.sim.model import ALL_FEATURES
 

@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""Directed request tests of the device core (rtl/core.py) against the reference model.
+"""Directed request tests of the device core (rtl/core/top.py) against the reference model.
 
 Every request goes through :class:`Harness.req`, which
 
@@ -18,11 +18,11 @@ import struct
 
 import pytest
 
-from viommu.rtl.core import Core
-from viommu.rtl.layouts import (ReqType, Status, Feature, AttachFlag, MapFlag, FaultReason,
+from viommu.rtl.core.top import Core
+from viommu.rtl.core.layouts import (ReqType, Status, Feature, AttachFlag, MapFlag, FaultReason,
                                 LookupVia, REQ_READABLE_SIZE, AttachReq, pack)
-from viommu.rtl.params import CoreParams, ResvRegion
-from viommu.rtl.layouts import ResvSubtype
+from viommu.rtl.core.params import CoreParams, ResvRegion
+from viommu.rtl.core.layouts import ResvSubtype
 from viommu.sim.model import (ALL_FEATURES, attach, detach, map_, unmap, probe)
 from viommu.sim.core_bench import request_beats
 from viommu.sim.core_harness import allow, deny, run

@@ -1,8 +1,8 @@
 """Formal verification of the device core's security properties (SymbiYosys, Yices).
 
-Every property set of :class:`viommu.rtl.formal.CoreFormal` is proven by k-induction
+Every property set of :class:`viommu.rtl.core.formal.CoreFormal` is proven by k-induction
 (``mode prove``, k = 6: an unbounded proof, valid in every reachable state, not only in
-the first k cycles) on the small configuration of :func:`~viommu.rtl.formal.small_params`
+the first k cycles) on the small configuration of :func:`~viommu.rtl.core.formal.small_params`
 (2 mapping entries, endpoints 0 and 1 out of a 2-bit ID space, one lookup port, 4 KiB
 granule, full 64-bit addresses, 32-bit domain IDs, the x86 MSI region). Every input of the
 core (request and response streams, lookups, features, ``bypass``, ``clear``) is free in
@@ -19,8 +19,8 @@ minutes of wall time on 2 busy cores with ``-n 2``), or one property with
 
 import pytest
 
-from viommu.rtl.formal import CoreFormal, small_params
-from viommu.rtl.layouts import LookupVia
+from viommu.rtl.core.formal import CoreFormal, small_params
+from viommu.rtl.core.layouts import LookupVia
 from viommu.sim.formal import run_sby, read_vcd
 
 

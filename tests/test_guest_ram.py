@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""The guest RAM (rtl/guest_ram.py) in Amaranth's simulator, against a byte-array model.
+"""The guest RAM (rtl/board/guest_ram.py) in Amaranth's simulator, against a byte-array model.
 
 Three masters run at the same time, each with random valid/ready gaps: an AXI4 write
 master, an AXI4 read master (several bursts in flight: AR runs ahead of R) and an
@@ -23,8 +23,8 @@ import random
 import pytest
 from amaranth.sim import Simulator
 
-from viommu.rtl.axi import Burst, Resp
-from viommu.rtl.guest_ram import GuestRAM
+from viommu.rtl.bus.axi import Burst, Resp
+from viommu.rtl.board.guest_ram import GuestRAM
 from viommu.sim.lite import lite_write
 
 

@@ -1,7 +1,7 @@
 """The host side of the board (sim/host.py, viommu/board_test.py) without a simulator.
 
 A fake board speaks the bridge protocol over a byte array (guest RAM) and a few control
-registers, written from the protocol's description (rtl/bridge.py), so that the client's
+registers, written from the protocol's description (rtl/board/bridge.py), so that the client's
 framing, word splitting, read-modify-write of partial words and error handling are
 checked quickly; the whole board image runs against the same client in tests/tb_board.py.
 The ``viommu board-test`` command's argument and port errors are checked here too.
@@ -16,7 +16,7 @@ import pytest
 
 from viommu import board_test
 from viommu.boards.soc import BoardReg, BOARD_ID, BOARD_VERSION, CONTROL_BASE
-from viommu.rtl.layouts import BridgeByte
+from viommu.rtl.core.layouts import BridgeByte
 from viommu.sim.host import (BridgeClient, BridgeError, BridgeNak, board_layout, run_sync,
                              BoardInfo)
 from viommu.sim.vring import ring_sizes

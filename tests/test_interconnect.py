@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""The AXI4-Lite decoder (rtl/interconnect.py) in Amaranth's simulator.
+"""The AXI4-Lite decoder (rtl/bus/interconnect.py) in Amaranth's simulator.
 
 A master issues random reads and writes (AW and W in either order, random gaps, random
 ``bready``/``rready``) to three windows and to addresses in none; three slave models with
@@ -16,8 +16,8 @@ import zlib
 import pytest
 from amaranth.sim import Simulator
 
-from viommu.rtl.axi import Resp
-from viommu.rtl.interconnect import AXI4LiteDecoder
+from viommu.rtl.bus.axi import Resp
+from viommu.rtl.bus.interconnect import AXI4LiteDecoder
 
 
 WINDOWS = {"ram": (0x0, 0x10000), "dev": (0x4000_0000, 0x1000), "ctl": (0x4000_1000, 0x1000)}

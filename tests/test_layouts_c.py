@@ -1,4 +1,4 @@
-"""The project's wire formats (rtl/layouts.py) against the Linux UAPI headers.
+"""The project's wire formats (rtl/core/layouts.py) against the Linux UAPI headers.
 
 A small C program is compiled against ``<linux/virtio_iommu.h>`` (and, for the generic
 virtqueue constants, ``<linux/virtio_ring.h>`` / ``virtio_config.h`` / ``virtio_ids.h``).
@@ -22,7 +22,7 @@ import pytest
 
 from amaranth.lib import data
 
-from viommu.rtl.layouts import (
+from viommu.rtl.core.layouts import (
     ReqType, Status, Feature, AttachFlag, MapFlag, ProbeType, ResvSubtype, FaultReason,
     FaultFlag, DescFlag, AvailFlag, UsedFlag, DeviceStatus, VIRTIO_ID_IOMMU,
     ReqHead, ReqTail, AttachReq, DetachReq, MapReq, UnmapReq, ProbeReq, Config, Range64,
@@ -279,7 +279,7 @@ def _expected_constant(name):
     for prefix, enum_cls in table:
         if n.startswith(prefix):
             return int(enum_cls[n[len(prefix):]])
-    raise AssertionError(f"constant {name} has no counterpart in rtl/layouts.py")
+    raise AssertionError(f"constant {name} has no counterpart in rtl/core/layouts.py")
 
 
 def test_every_define_matches(c_facts):

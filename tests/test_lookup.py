@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""Translation lookups (rtl/lookup.py) through the device core, against the reference model.
+"""Translation lookups (rtl/core/lookup.py) through the device core, against the reference model.
 
 * latency: a lookup presented in cycle t is answered in cycle t+3 and in no other cycle;
 * throughput: one lookup per cycle per port, back to back, answered in order, each answer
@@ -16,10 +16,10 @@ import random
 
 import pytest
 
-from viommu.rtl.core import LOOKUP_LATENCY
-from viommu.rtl.layouts import (Status, Feature, AttachFlag, MapFlag, FaultReason, LookupVia,
+from viommu.rtl.core.top import LOOKUP_LATENCY
+from viommu.rtl.core.layouts import (Status, Feature, AttachFlag, MapFlag, FaultReason, LookupVia,
                                 ResvSubtype)
-from viommu.rtl.params import CoreParams, ResvRegion
+from viommu.rtl.core.params import CoreParams, ResvRegion
 from viommu.sim.model import (ALL_FEATURES, attach, detach, map_, unmap)
 from viommu.sim.core_harness import allow, deny, run
 
@@ -372,7 +372,7 @@ def test_port0_gives_up_one_cycle_per_request_two_per_unmap():
 
 
 def test_lookup_port_query_parameter_is_checked():
-    from viommu.rtl.lookup import LookupPort
+    from viommu.rtl.core.lookup import LookupPort
     with pytest.raises(TypeError, match="query must be True or False"):
         LookupPort(CoreParams(entries=2, endpoints=1), query=1)
     plain = LookupPort(CoreParams(entries=2, endpoints=1))

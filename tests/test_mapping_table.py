@@ -1,4 +1,4 @@
-"""Unit tests of the mapping table (rtl/mapping_table.py) in Amaranth's simulator.
+"""Unit tests of the mapping table (rtl/core/mapping_table.py) in Amaranth's simulator.
 
 Checked against the component's documented contract:
 
@@ -24,10 +24,10 @@ from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-from viommu.rtl.layouts import mapping_entry_layout, mapping_tag_layout, mapping_payload_layout
-from viommu.rtl.lookup import LookupPort
-from viommu.rtl.mapping_table import MappingTable
-from viommu.rtl.params import CoreParams
+from viommu.rtl.core.layouts import mapping_entry_layout, mapping_tag_layout, mapping_payload_layout
+from viommu.rtl.core.lookup import LookupPort
+from viommu.rtl.core.mapping_table import MappingTable
+from viommu.rtl.core.params import CoreParams
 
 
 PB = 52                 # page bits of a 4 KiB granule
@@ -247,7 +247,7 @@ def test_kill_mask():
         for i in range(n):
             if 0b10100101 >> i & 1:
                 # Invalidated, payload kept: a lookup that matched the entry in the kill
-                # cycle reads its payload one cycle later (rtl/lookup.py, stage 2).
+                # cycle reads its payload one cycle later (rtl/core/lookup.py, stage 2).
                 assert got[i] == dict(full[i], valid=0), i
             else:
                 assert got[i] == full[i], i

@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""Tests of the virtio-mmio register block (rtl/mmio.py) in Amaranth's simulator.
+"""Tests of the virtio-mmio register block (rtl/transport/mmio.py) in Amaranth's simulator.
 
 A small AXI4-Lite master drives the slave port: AW and W are presented in any order (or
 together) after random delays, B and R are accepted with a random ``ready``. A passive
@@ -30,10 +30,10 @@ import pytest
 from amaranth.hdl import Module, Signal, ResetInserter
 from amaranth.sim import Simulator
 
-from viommu.rtl.layouts import Feature, DeviceStatus as DS
-from viommu.rtl.axi import AXI4LiteSignature
-from viommu.rtl.mmio import VirtioMMIORegisters, MMIO, MMIO_MAGIC, DEFAULT_VENDOR_ID
-from viommu.rtl.params import CoreParams
+from viommu.rtl.core.layouts import Feature, DeviceStatus as DS
+from viommu.rtl.bus.axi import AXI4LiteSignature
+from viommu.rtl.transport.mmio import VirtioMMIORegisters, MMIO, MMIO_MAGIC, DEFAULT_VENDOR_ID
+from viommu.rtl.core.params import CoreParams
 
 
 def F(*bits):

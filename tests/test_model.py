@@ -11,12 +11,12 @@ from typing import NamedTuple, Optional
 
 import pytest
 
-from viommu.rtl.layouts import (
+from viommu.rtl.core.layouts import (
     ReqType, Status, Feature, AttachFlag, MapFlag, ProbeType, ResvSubtype, FaultReason,
     FaultFlag, LookupVia, AttachReq, MapReq, ProbeResvMem, Config, REQ_READABLE_SIZE,
     pack, unpack,
 )
-from viommu.rtl.params import CoreParams, ResvRegion, DEFAULT_MSI_REGION
+from viommu.rtl.core.params import CoreParams, ResvRegion, DEFAULT_MSI_REGION
 from viommu.sim.model import (
     DeviceModel, Mapping, Translation, ALL_FEATURES, attach, detach, map_, unmap, probe,
 )

@@ -6,7 +6,7 @@ import pytest
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-from viommu.rtl.skid import SkidBuffer
+from viommu.rtl.bus.skid import SkidBuffer
 
 
 LAYOUT = data.StructLayout({"a": 12, "b": 4})

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from viommu.rtl.top_mmio import VirtioIOMMUMMIO
+from viommu.rtl.transport.top_mmio import VirtioIOMMUMMIO
 from viommu.sim.cocotb_run import run_cocotb
 
 
@@ -53,7 +53,7 @@ def test_fault_merger_several_ports():
     """Denials on several lookup ports in one cycle: the lowest port's is reported (one
     cycle later), the others are counted in ``drops``; allowed lookups report nothing."""
     from amaranth.sim import Simulator
-    from viommu.rtl.top_mmio import FaultMerger
+    from viommu.rtl.transport.top_mmio import FaultMerger
 
     dut = FaultMerger(ports=3, endpoint_width=8)
     seen = []

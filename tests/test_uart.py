@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""The UART (rtl/uart.py) in Amaranth's simulator.
+"""The UART (rtl/board/uart.py) in Amaranth's simulator.
 
 * The transmitter's line is decoded cycle by cycle by a Python receiver that checks the
   frame shape exactly: start bit low for ``divisor`` cycles, 8 data bits LSB first, stop
@@ -20,7 +20,7 @@ import pytest
 from amaranth.hdl import Module
 from amaranth.sim import Simulator
 
-from viommu.rtl.uart import UARTRx, UARTTx
+from viommu.rtl.board.uart import UARTRx, UARTTx
 
 
 def _run(dut, bench, *, vcd=None):

@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""Tests of the split-virtqueue engine (rtl/virtqueue.py) with the real core behind it.
+"""Tests of the split-virtqueue engine (rtl/engine/virtqueue.py) with the real core behind it.
 
 Guest memory is :class:`~viommu.sim.dma_mem.DMAMemory` behind the engine's DMA port; the
 driver is :class:`~viommu.sim.vring.SplitVirtqueue`; every answer is checked against
@@ -26,8 +26,8 @@ import struct
 
 import pytest
 
-from viommu.rtl.virtqueue import VirtqueueEngine, READ_CAP
-from viommu.rtl.layouts import Status, FaultReason, FaultFlag, Fault, pack
+from viommu.rtl.engine.virtqueue import VirtqueueEngine, READ_CAP
+from viommu.rtl.core.layouts import Status, FaultReason, FaultFlag, Fault, pack
 from viommu.sim.core_bench import CoreBench
 from viommu.sim.model import attach, detach, map_, unmap, probe
 from viommu.sim.vq_bench import BenchRunner, VQBench, MEMORY_MAP
@@ -108,7 +108,7 @@ def test_dma_memory_checks_stream_rules():
     from amaranth.lib import wiring
     from amaranth.lib.wiring import Out
     from amaranth.sim import Simulator
-    from viommu.rtl.dma import DMASignature
+    from viommu.rtl.bus.dma import DMASignature
     from viommu.sim.dma_mem import DMAMemory, ProtocolError
 
     class Port(wiring.Component):
@@ -882,7 +882,7 @@ def test_map_batch_cycles(latency, indirect):
     so every MAP of the batch succeeds): at most 24 cycles per MAP at steady state (twice
     that with 100 cycles of read latency). Every answer is checked against the model."""
     from viommu.sim.perf import measure_engine
-    from viommu.rtl.params import CoreParams
+    from viommu.rtl.core.params import CoreParams
     r = measure_engine(read_latency=latency, indirect=indirect, params=CoreParams(entries=16))
     print(f"\nlatency {latency}, {'indirect' if indirect else 'direct'}: {r}")
     assert r["steady"] <= (24 if latency <= 1 else 48)
@@ -1085,7 +1085,7 @@ def corruption_campaign(seed, *, rounds, read_latency, stall):
 
 def test_fifo_parameters_rejected():
     """A bad width, depth or ``write_ahead`` is a clear error, not a broken FIFO."""
-    from viommu.rtl.fifo import BypassFIFO, WriteAheadFIFO
+    from viommu.rtl.bus.fifo import BypassFIFO, WriteAheadFIFO
     with pytest.raises(ValueError, match="depth must be an integer in 1"):
         WriteAheadFIFO(width=8, depth=0)
     with pytest.raises(ValueError, match="depth must be an integer in 2"):
@@ -1112,7 +1112,7 @@ def test_bypass_fifo(seed, kind, depth):
     ``w_data`` in the cycles without a write (the write-ahead FIFOs write their memory
     then too: it must not show)."""
     from amaranth.sim import Simulator
-    from viommu.rtl.fifo import BypassFIFO, WriteAheadFIFO
+    from viommu.rtl.bus.fifo import BypassFIFO, WriteAheadFIFO
     if kind == "write_ahead":
         dut = WriteAheadFIFO(width=16, depth=depth)
     else:
@@ -1171,7 +1171,7 @@ def test_dma_port_discards_exactly_the_stale_returns(width, seed, latency):
     many swallows a return of the re-initialised device. With long bus latencies the
     tag queues fill up: no tag may be lost when they are full."""
     from amaranth.sim import Simulator
-    from viommu.rtl.virtqueue import _DMAPort, _RD_OUTSTANDING, _WR_OUTSTANDING
+    from viommu.rtl.engine.virtqueue import _DMAPort, _RD_OUTSTANDING, _WR_OUTSTANDING
     dut = _DMAPort(width)
     rng = random.Random(seed)
     cmds = {"rd": [], "wr": []}         # in bus order: {"id", "n", "stale" (cycle or None)}

@@ -44,7 +44,7 @@ def _params(parser, args, defaults=None):
 
 def _core_verilog(params, name):
     from amaranth.back import verilog
-    from viommu.rtl.core import Core
+    from viommu.rtl.core.top import Core
     from viommu.rtl.util import component_ports
     core = Core(params=params)
     return core, verilog.convert(core, name=name, ports=component_ports(core))
@@ -59,7 +59,7 @@ def cmd_generate(parser, args):
     t0 = time.monotonic()
     if top is not None:
         from amaranth.back import verilog
-        from viommu.rtl.axi import flat_ports
+        from viommu.rtl.bus.axi import flat_ports
         name = "virtio_iommu_mmio"
         _log(f"[generate] elaborating {name}: {params}, queue size {top.queue_size}, "
              f"AXI {8 * top.axi_width} bits ...")
@@ -96,7 +96,7 @@ def cmd_generate(parser, args):
 
 
 def _mmio_top(parser, args, params):
-    from viommu.rtl.top_mmio import VirtioIOMMUMMIO
+    from viommu.rtl.transport.top_mmio import VirtioIOMMUMMIO
     try:
         return VirtioIOMMUMMIO(params=params, features=args.features,
                                queue_size=args.queue_size, axi_width=args.axi_width // 8,
@@ -237,7 +237,7 @@ def _build_target(parser, args, target, params, freq, workdir):
         elif target.kind == "core-ice40":
             from viommu.boards.harness import SerialPorts
             from viommu.boards.synth import synthesize_ooc_ice40
-            from viommu.rtl.core import Core
+            from viommu.rtl.core.top import Core
             top = SerialPorts(Core(params=params))
             report = synthesize_ooc_ice40(top, name="virtio_iommu_core", device=target.device,
                                           package=target.package, freq_mhz=freq,
@@ -248,7 +248,7 @@ def _build_target(parser, args, target, params, freq, workdir):
                 inner, name = _mmio_top(parser, args, params), "virtio_iommu_mmio"
                 extra["transport"] = _transport_dict(inner)
             else:
-                from viommu.rtl.core import Core
+                from viommu.rtl.core.top import Core
                 inner, name = Core(params=params), "virtio_iommu_core"
             report = _synth_ooc(inner, freq=freq, workdir=workdir, seed=args.seed, name=name,
                                 sdf=args.timing_report)
@@ -312,7 +312,7 @@ def cmd_build(parser, args):
 # --- bench ---------------------------------------------------------------------------------
 
 def cmd_bench(parser, args):
-    from viommu.rtl.params import CoreParams
+    from viommu.rtl.core.params import CoreParams
     from viommu.sim.perf import measure_lookups, measure_map_unmap
     base = _params(parser, args)
     try:
@@ -365,7 +365,7 @@ def cmd_bench(parser, args):
     if not args.no_synth:
         for n in sizes:
             _log(f"[bench] synthesizing the core with {n} entries ...")
-            from viommu.rtl.core import Core
+            from viommu.rtl.core.top import Core
             rep = _synth_ooc(Core(params=with_entries(n)), freq=args.freq,
                              name="virtio_iommu_core",
                              workdir=os.path.join(args.build_dir, f"bench-{n}"))

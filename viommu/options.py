@@ -2,8 +2,8 @@
 
 import argparse
 
-from viommu.rtl.layouts import ResvSubtype
-from viommu.rtl.params import CoreParams, ResvRegion, DEFAULT_MSI_REGION
+from viommu.rtl.core.layouts import ResvSubtype
+from viommu.rtl.core.params import CoreParams, ResvRegion, DEFAULT_MSI_REGION
 
 
 __all__ = ["add_core_options", "add_transport_options", "core_params_from_args",
@@ -74,7 +74,7 @@ def add_core_options(parser):
 
 
 def _features(text):
-    from viommu.rtl.top_mmio import DEFAULT_FEATURES
+    from viommu.rtl.transport.top_mmio import DEFAULT_FEATURES
     names = {f.name.lower(): f for f in DEFAULT_FEATURES}
     out = set()
     for item in text.split(","):
@@ -90,7 +90,7 @@ def _features(text):
 
 def add_transport_options(parser):
     """Options of the virtio-mmio device around the core (``--transport mmio``)."""
-    from viommu.rtl.top_mmio import DEFAULT_FEATURES
+    from viommu.rtl.transport.top_mmio import DEFAULT_FEATURES
     g = parser.add_argument_group("transport parameters (--transport mmio)")
     g.add_argument("--queue-size", type=parse_int, default=256, metavar="N",
                    help="QueueNumMax of both queues, a power of two in 2..32768 "

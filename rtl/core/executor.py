@@ -9,7 +9,7 @@ from .layouts import (ReqBeat, RespBeat, Features, ReqType, Status,
                       AttachReq, DetachReq, MapReq, UnmapReq, ProbeReq, REQ_READABLE_SIZE,
                       REQ_TAIL_SIZE, mapping_entry_layout, endpoint_state_layout, DomainState)
 from .lookup import LOOKUP_LATENCY
-from .util import tree_any, onehot_mux, onehot_encode, priority_encode, ceil_log2
+from ..util import tree_any, onehot_mux, onehot_encode, priority_encode, ceil_log2
 
 
 __all__ = ["Executor"]

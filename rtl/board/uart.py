@@ -14,7 +14,7 @@ from amaranth.hdl import Module, Signal, Cat, Const
 from amaranth.lib import wiring, stream
 from amaranth.lib.wiring import In, Out
 
-from .util import check_int
+from ..util import check_int
 
 
 __all__ = ["UARTRx", "UARTTx", "MAX_DIVISOR"]

@@ -229,11 +229,11 @@ from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .dma import DMASignature
-from .fifo import BypassFIFO, WriteAheadFIFO
-from .skid import SkidBuffer
-from .util import check_int, onehot_mux, reset_inserter
-from .layouts import ReqBeat, RespBeat, VirtqDesc, DescFlag, QueueConfig
+from ..bus.dma import DMASignature
+from ..bus.fifo import BypassFIFO, WriteAheadFIFO
+from ..bus.skid import SkidBuffer
+from ..util import check_int, onehot_mux, reset_inserter
+from ..core.layouts import ReqBeat, RespBeat, VirtqDesc, DescFlag, QueueConfig
 
 
 __all__ = ["FaultRecord", "VirtqueueEngine", "READ_CAP"]

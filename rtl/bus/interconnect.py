@@ -5,7 +5,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import AXI4LiteSignature, Resp
-from .util import check_int, tree_any, onehot_mux
+from ..util import check_int, tree_any, onehot_mux
 
 
 __all__ = ["AXI4LiteDecoder"]

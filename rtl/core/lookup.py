@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from .layouts import (lookup_request_layout, lookup_response_layout, mapping_tag_layout,
                       mapping_payload_layout, endpoint_state_layout, LookupVia, FaultReason,
                       ResvSubtype)
-from .util import tree_any, onehot_mux, ceil_log2, uge
+from ..util import tree_any, onehot_mux, ceil_log2, uge
 
 
 __all__ = ["LookupPort", "LOOKUP_LATENCY", "region_checks"]

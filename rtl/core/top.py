@@ -48,7 +48,7 @@ from .params import CoreParams
 from .executor import Executor
 from .mapping_table import MappingTable
 from .lookup import LookupPort, LOOKUP_LATENCY
-from .util import ceil_log2, reset_inserter
+from ..util import ceil_log2, reset_inserter
 
 
 __all__ = ["Core", "LookupSignature", "LOOKUP_LATENCY"]

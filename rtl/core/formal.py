@@ -83,12 +83,13 @@ from amaranth.hdl import (Module, Signal, Cat, Mux, Value, Assert, Cover, ClockD
 from amaranth.asserts import AnySeq
 from amaranth.lib import data
 
-from . import core as _core_module, executor as _executor_module
-from .core import Core
+from . import top as _core_module
+from . import executor as _executor_module
+from .top import Core
 from .lookup import LookupPort, LOOKUP_LATENCY
 from .layouts import LookupVia, ResvSubtype, Status
 from .params import CoreParams
-from .util import ceil_log2, tree_any, tree_or
+from ..util import ceil_log2, tree_any, tree_or
 
 
 __all__ = ["CoreFormal", "PROPS", "MUTATIONS", "small_params"]

@@ -19,13 +19,13 @@ from amaranth.hdl import Module, Signal, Cat, Const, Mux
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
-from .axi import AXI4LiteSignature, AXI4Signature, AXI4DMAMaster
-from .core import Core, LookupSignature
-from .layouts import Feature, lookup_request_layout, lookup_response_layout
+from ..bus.axi import AXI4LiteSignature, AXI4Signature, AXI4DMAMaster
+from ..core.top import Core, LookupSignature
+from ..core.layouts import Feature, lookup_request_layout, lookup_response_layout
 from .mmio import VirtioMMIORegisters
-from .params import CoreParams
-from .util import check_int, global_buffer
-from .virtqueue import VirtqueueEngine, FaultRecord
+from ..core.params import CoreParams
+from ..util import check_int, global_buffer
+from ..engine.virtqueue import VirtqueueEngine, FaultRecord
 
 
 __all__ = ["FaultMerger", "VirtioIOMMUMMIO", "DEFAULT_FEATURES", "flat_lookup_signature"]

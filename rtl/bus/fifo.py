@@ -17,7 +17,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .util import check_int
+from ..util import check_int
 
 
 __all__ = ["fifo_signature", "WriteAheadFIFO", "BypassFIFO"]

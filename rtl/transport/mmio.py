@@ -4,10 +4,10 @@ from amaranth.hdl import Module, Signal, Cat, Const, Mux
 from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
-from .axi import AXI4LiteSignature
-from .layouts import Feature, DeviceStatus, Features, QueueConfig, VIRTIO_ID_IOMMU
-from .params import CoreParams
-from .util import check_int
+from ..bus.axi import AXI4LiteSignature
+from ..core.layouts import Feature, DeviceStatus, Features, QueueConfig, VIRTIO_ID_IOMMU
+from ..core.params import CoreParams
+from ..util import check_int
 
 
 __all__ = ["VirtioMMIORegisters", "MMIO",

@@ -444,7 +444,7 @@ class DomainState(data.Struct):
 # --- board: the serial bridge's frames and the board control registers -------------------
 
 class BridgeByte(enum.IntEnum):
-    """Command and reply bytes of the serial bridge (:mod:`~viommu.rtl.bridge`)."""
+    """Command and reply bytes of the serial bridge (:mod:`~viommu.rtl.board.bridge`)."""
     WRITE = 0x57        # 'W'
     READ  = 0x52        # 'R'
     ACK   = 0x06

@@ -6,7 +6,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .layouts import mapping_entry_layout, mapping_tag_layout, mapping_payload_layout
-from .util import priority_encode, onehot_encode, onehot_mux, ceil_log2
+from ..util import priority_encode, onehot_encode, onehot_mux, ceil_log2
 
 
 __all__ = ["MappingTable", "PAYLOAD_BANK"]

@@ -6,8 +6,8 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .axi import AXI4Signature, AXI4LiteSignature, Resp, Burst
-from .util import check_int
+from ..bus.axi import AXI4Signature, AXI4LiteSignature, Resp, Burst
+from ..util import check_int
 
 
 __all__ = ["GuestRAM", "axi_next_address"]

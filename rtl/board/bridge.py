@@ -6,7 +6,7 @@ The protocol (the contract with :class:`~viommu.sim.host.BridgeClient`)
 
 Bytes host -> board (``rx``) form frames; the board answers each frame with bytes board ->
 host (``tx``). Every multi-byte number is little-endian. A frame starts with the 6-byte
-:class:`~viommu.rtl.layouts.BridgeHeader`::
+:class:`~viommu.rtl.core.layouts.BridgeHeader`::
 
     byte 0      cmd     'W' (0x57) write or 'R' (0x52) read
     bytes 1..4  addr    byte address of the first 32-bit word; bits 1..0 are ignored (0)
@@ -72,9 +72,9 @@ from amaranth.hdl import Module, Signal, Cat, Const, Mux
 from amaranth.lib import wiring, stream
 from amaranth.lib.wiring import In, Out
 
-from .axi import AXI4LiteSignature, Resp
-from .layouts import BridgeByte, BridgeHeader, BRIDGE_MAX_WORDS, sizeof
-from .util import check_int
+from ..bus.axi import AXI4LiteSignature, Resp
+from ..core.layouts import BridgeByte, BridgeHeader, BRIDGE_MAX_WORDS, sizeof
+from ..util import check_int
 
 
 __all__ = ["SerialBridge"]
