@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 build: $(STAMP)
-	$(RUN) viommu build $(BUILD_ARGS)
+	$(RUN) viommu build --seeds 3 $(BUILD_ARGS)
 
 test: $(STAMP)
 	$(RUN) python -m pytest -n $(JOBS) -q -rs $(TEST_ARGS)

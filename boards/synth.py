@@ -8,7 +8,7 @@ what the benchmark command uses to report the LUT/FF count and fmax of the devic
 Flow (all files land in ``workdir``; the default ``./build/synth/<name>`` is deleted and made
 afresh, a given ``workdir`` only loses the files listed here)::
 
-    <name>.v            amaranth.back.verilog.convert(elaboratable, name=name, ports=ports)
+    <name>.v            viommu.rtl.verilog.convert(elaboratable, name, ports=ports)
                         (for a Component with ports=None: its signature members, as convert
                         would take them, but without constant members such as the ready of
                         an always_ready stream, which convert cannot turn into ports)
@@ -93,23 +93,19 @@ __all__ = ["SynthError", "SynthReport", "CriticalPath", "synthesize_ooc", "synth
 #: Seconds between "still running" messages of a long tool step.
 HEARTBEAT_S = 60.0
 
-#: nextpnr-ecp5 options of every ECP5 place and route the project runs: router1 does not
-#: converge in reasonable time on the 64-entry CAM; the analytic placer (``heap``) with its
-#: timing weight raised from 10 to 40 and its criticality exponent from 2 to 4. On the same
-#: 64-entry board-image netlist, seed 1, it gave 91.8 MHz where the electrostatic placer
-#: (``static``, the flow's placer from 2026-12-02 to 12-05: ~40 % less wire, but placed
-#: without regard to timing, then refined) gave 81.7, and on the next netlists 95.6 to
-#: 101.9 MHz over five seeds, where ``static`` had given 77 to 94.5 (docs/timing-log.md,
-#: session 13). The default heap weights were slower than ``static`` on the core (91-93
-#: against 97.5 MHz, 2026-12-02).
+#: nextpnr-ecp5 options of every ECP5 place and route the project runs: router2, because
+#: router1 does not converge in reasonable time on the 64-entry CAM; the analytic placer
+#: (``heap``) with its timing weight raised from 10 to 40 and its criticality exponent
+#: from 2 to 4, because it places for timing from the start. The electrostatic placer
+#: (``static``) gives less wire but places without regard to timing, and its refinement
+#: afterwards cannot undo that; with its default weights heap places the core slower than
+#: ``static`` does.
+#: docs/timing-log.md has the comparisons.
 NEXTPNR_ECP5_ARGS = ("--router", "router2", "--placer", "heap",
                      "--placer-heap-timingweight", "40", "--placer-heap-critexp", "4")
-# Not used: ``--tmg-ripup`` (timing-driven rip-up in the router). It took the 64-entry core
-# from 86.4 to 99.8 MHz once (865dde7, seed 1), but on two later core netlists and on the
-# complete device nextpnr 0.11 kept ripping up failing arcs for 100-250 iterations while
-# congestion grew again, with no end in sight (2026-11-25); on the 64-entry board image
-# (static placer) likewise: 108 and 157 iterations, 68 to 146 failing arcs, stopped
-# (2026-12-05).
+# Not used: ``--tmg-ripup`` (timing-driven rip-up in the router). On the 64-entry CAM
+# nextpnr 0.11's router keeps ripping up failing arcs for hundreds of iterations while
+# congestion grows again, and often does not converge (docs/timing-log.md).
 
 #: Yosys commands run right after ``read_verilog``: a flip-flop whose output wire carries
 #: ``keep`` (an Amaranth ``Signal(attrs={"keep": 1})``) gets ``keep`` itself. Amaranth puts
@@ -190,6 +186,8 @@ class SynthReport:
     board: Optional[str] = None
     #: path of the packed bitstream of a board build (None if not packed)
     bitstream: Optional[str] = None
+    #: every placement tried, in order: {"seed", "fmax_mhz", "constraint_mhz", "met"}
+    seeds: List[dict] = field(default_factory=list)
 
     KINDS = (
         # (attribute, label)
@@ -250,6 +248,11 @@ class SynthReport:
         lines.append(f"tools: {self.yosys_version.split(' (')[0]}, "
                      f"{m.group(1) if m else self.nextpnr_version}; LUT mapper: {self.mapper}")
         lines.append("elapsed: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.elapsed.items()))
+        if len(self.seeds) > 1 or (self.seeds and not self.seeds[0]["met"]):
+            lines.append("seeds: " + ", ".join(
+                f"{t['seed']} {t['fmax_mhz']:.2f} MHz ({'met' if t['met'] else 'not met'})"
+                if t["fmax_mhz"] is not None else f"{t['seed']} no clock"
+                for t in self.seeds) + f"; this report and its files are seed {self.seed}'s")
         if self.bitstream:
             lines.append(f"bitstream: {self.bitstream}")
         return "\n".join(lines)
@@ -416,13 +419,13 @@ def _component_ports(elaboratable, log):
 
 
 def _convert(elaboratable, name, ports, workdir, log):
-    from amaranth.back import verilog
     from amaranth.lib import wiring
+    from viommu.rtl.verilog import convert
     log("[synth] convert ...")
     start = time.monotonic()
     if ports is None and isinstance(getattr(elaboratable, "signature", None), wiring.Signature):
         ports = _component_ports(elaboratable, log)
-    text = verilog.convert(elaboratable, name=name, ports=ports)
+    text = convert(elaboratable, name, ports=ports)
     (workdir / f"{name}.v").write_text(text)
     elapsed = time.monotonic() - start
     log(f"[synth] convert done in {elapsed:.1f} s")
@@ -550,8 +553,8 @@ def _finish(workdir, report):
 # -- ECP5 ------------------------------------------------------------------------------------------
 
 def synthesize_ooc(elaboratable, *, name="top", ports=None, device="LFE5UM5G-45F", package="CABGA381",
-                   speed=8, freq_mhz=100.0, workdir=None, seed=1, log=print, mapper="abc9",
-                   nextpnr_args=()) -> SynthReport:
+                   speed=8, freq_mhz=100.0, workdir=None, seed=1, seeds=1, log=print,
+                   mapper="abc9", nextpnr_args=()) -> SynthReport:
     """Synthesize, place and route ``elaboratable`` out of context on an ECP5; return a report.
 
     ``mapper``: ``"abc9"`` (Yosys's default; falls back to ``"abc"`` if it crashes) or
@@ -559,9 +562,11 @@ def synthesize_ooc(elaboratable, *, name="top", ports=None, device="LFE5UM5G-45F
     to crash abc9, to save the failed attempt). ``nextpnr_args`` are appended to nextpnr's
     command line (for example ``("--router", "router2")``).
 
-    ``ports`` is passed to :func:`amaranth.back.verilog.convert` (None for a wiring.Component).
+    ``ports`` is passed to :func:`viommu.rtl.verilog.convert` (None for a wiring.Component).
     ``freq_mhz`` is the target of every clock (the timing-driven placer and router aim at it; a
-    miss still produces a report). ``log`` receives one-line progress messages.
+    miss still produces a report). ``seeds``: place with up to that many seeds from ``seed``
+    on, stopping at the first that meets timing (:func:`place_with_seeds`). ``log`` receives
+    one-line progress messages.
     Raises :class:`SynthError` if yosys or nextpnr fails (the message names the log file).
     """
     device_flag = _ecp5_device_flag(device)
@@ -570,17 +575,23 @@ def synthesize_ooc(elaboratable, *, name="top", ports=None, device="LFE5UM5G-45F
     elapsed = {"convert": _convert(elaboratable, name, ports, workdir, log)}
     mapper = _yosys_ecp5(yosys, workdir, name, f"read_verilog {name}.v", mapper, elapsed, log)
 
-    elapsed["nextpnr"] = _nextpnr_ecp5(nextpnr, [
-        device_flag, "--package", package, "--speed", str(speed),
-        "--json", f"{name}.json", "--out-of-context",
-        "--freq", f"{freq_mhz:g}", "--timing-allow-fail",
-        "--report", "report.json", "--seed", str(seed), *nextpnr_args,
-    ], workdir, log)
+    def run(seed):
+        return _nextpnr_ecp5(nextpnr, [
+            device_flag, "--package", package, "--speed", str(speed),
+            "--json", f"{name}.json", "--out-of-context",
+            "--freq", f"{freq_mhz:g}", "--timing-allow-fail",
+            "--report", "report.json", "--seed", str(seed), *nextpnr_args,
+        ], workdir, log), seed
     has_clk = re.search(r"^\s*input\s+clk\s*;", (workdir / f"{name}.v").read_text(), re.M) is not None
-    return _finish(workdir, _ecp5_report(
+    elapsed["nextpnr"], seed, tried = place_with_seeds(
+        run, workdir, name=name, seed=seed, seeds=seeds, freq_mhz=freq_mhz, has_clk=has_clk,
+        log=log)
+    report = _ecp5_report(
         workdir, name=name, device=device, package=package, speed=speed, seed=seed,
         freq_mhz=freq_mhz, has_clk=has_clk, mapper=mapper, elapsed=elapsed, log=log,
-        tools=(yosys, nextpnr)))
+        tools=(yosys, nextpnr))
+    report.seeds = tried
+    return _finish(workdir, report)
 
 
 def _yosys_ecp5(yosys, workdir, name, read_cmd, mapper, elapsed, log):
@@ -645,6 +656,67 @@ def _nextpnr_ecp5(nextpnr, args, workdir, log):
         if over:
             raise SynthError("the design does not fit the part: " + over, e.log_path) from None
         raise
+
+
+#: The files of one placement, kept per seed under ``seeds/<seed>/`` while several are tried.
+_PLACEMENT_FILES = ("{name}.config", "report.json", "nextpnr.log", "timing.sdf")
+
+
+def _seed_timing(workdir, freq_mhz, has_clk, log):
+    """(met, fmax MHz, constraint MHz) of the placement in ``workdir``: the clock with the
+    least margin to its constraint; met when every clock meets its own."""
+    try:
+        report = json.loads((workdir / "report.json").read_text())
+    except (OSError, ValueError) as e:
+        raise SynthError(f"nextpnr-ecp5 wrote no readable report.json: {e}",
+                         workdir / "nextpnr.log") from None
+    _, _, clocks = _clocks(report, freq_mhz, has_clk, log)
+    if not clocks:
+        return False, None, freq_mhz
+    worst = min(clocks.values(), key=lambda c: c["achieved"] - c["constraint"])
+    return (worst["achieved"] >= worst["constraint"], worst["achieved"],
+            worst["constraint"])
+
+
+def place_with_seeds(run, workdir, *, name, seed, seeds, freq_mhz, has_clk, log):
+    """Place and route with ``run(seed)`` (which returns ``(elapsed s, seed used)``) for
+    seeds ``seed``, ``seed + 1``, ... until one meets timing, at most ``seeds`` placements.
+    Each placement's files are kept in ``seeds/<seed>/``; the one reported (the first that
+    meets timing, else the one with the most margin) is copied back into ``workdir``.
+    Returns (total elapsed s, the chosen seed, [{"seed", "fmax_mhz", "constraint_mhz",
+    "met"}, ...] in the order tried)."""
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, not {seeds!r}")
+    tried, elapsed, next_seed = [], 0.0, seed
+    shutil.rmtree(workdir / "seeds", ignore_errors=True)
+    for _ in range(seeds):
+        took, used = run(next_seed)
+        elapsed += took
+        met, fmax, constraint = _seed_timing(workdir, freq_mhz, has_clk, log)
+        tried.append({"seed": used, "fmax_mhz": fmax, "constraint_mhz": constraint,
+                      "met": met})
+        if seeds > 1:
+            fmax_text = "no clock" if fmax is None else f"{fmax:.2f} MHz"
+            log(f"[build] seed {used}: {fmax_text} against {constraint:g} MHz, "
+                f"{'met' if met else 'not met'}")
+            keep = workdir / "seeds" / str(used)
+            keep.mkdir(parents=True, exist_ok=True)
+            for pattern in _PLACEMENT_FILES:
+                f = workdir / pattern.format(name=name)
+                if f.exists():
+                    shutil.copy2(f, keep / f.name)
+        if met:
+            break
+        next_seed = used + 1
+    best = next((t for t in tried if t["met"]), None) or max(
+        tried, key=lambda t: -1e9 if t["fmax_mhz"] is None
+        else t["fmax_mhz"] - t["constraint_mhz"])
+    if best is not tried[-1]:
+        log(f"[build] no seed met timing; reporting seed {best['seed']}, the most margin")
+        keep = workdir / "seeds" / str(best["seed"])
+        for f in keep.iterdir():
+            shutil.copy2(f, workdir / f.name)
+    return elapsed, best["seed"], tried
 
 
 def _overused(log_path):

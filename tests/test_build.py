@@ -105,6 +105,8 @@ def _viommu(*args, cwd=None):
     (["--baud", "0"], "--baud must be positive"),
     (["--entries", "0"], "entries"),
     (["--board", "ice40_hx8k", "--timing-report"], "--timing-report needs an ECP5 target"),
+    (["--seeds", "0"], "--seeds must be >= 1"),
+    (["--board", "ice40_hx8k", "--seeds", "2"], "--seeds needs an ECP5 target"),
 ])
 def test_build_bad_input(args, text):
     r = _viommu("build", *args)
@@ -143,14 +145,14 @@ def test_build_ooc_targets_reach_the_flow(tmp_path, monkeypatch, capsys, board, 
     from viommu.rtl.transport.top_mmio import VirtioIOMMUMMIO
     seen = {}
 
-    def fake(top, *, name, ports, seed, **kw):
-        seen.update(top=top, name=name, ports=ports, seed=seed)
+    def fake(top, *, name, ports, seed, seeds, **kw):
+        seen.update(top=top, name=name, ports=ports, seed=seed, seeds=seeds)
         raise synth.SynthError("stood in")
     monkeypatch.setattr(synth, "synthesize_ooc", fake)
     assert main(["build", "--board", board, "--entries", "8", "--queue-size", "32",
-                 "--seed", "7", "--build-dir", str(tmp_path)]) == 1
+                 "--seed", "7", "--seeds", "3", "--build-dir", str(tmp_path)]) == 1
     assert capsys.readouterr().err.strip().endswith("stood in")
-    assert seen["name"] == name and seen["seed"] == 7
+    assert seen["name"] == name and seen["seed"] == 7 and seen["seeds"] == 3
     inner = seen["top"]._inner
     if board == "device":
         assert isinstance(inner, VirtioIOMMUMMIO)
@@ -273,3 +275,64 @@ def test_place_and_route_retries_an_unroutable_global_input(tmp_path):
     with pytest.raises(SynthError):
         _place_and_route(run_failing(9, bad), tmp_path, 1, messages.append)
     assert seeds == list(range(1, GLOBAL_INPUT_RETRIES + 2))
+
+
+def _fake_placements(tmp_path, fmax_by_seed, constraint=100.0):
+    """A stand-in for one nextpnr run per seed: it writes the report.json and the config
+    that a real run of that seed would, with the given fmax."""
+    runs = []
+
+    def run(seed):
+        runs.append(seed)
+        (tmp_path / "report.json").write_text(json.dumps(
+            {"fmax": {"clk": {"achieved": fmax_by_seed[seed], "constraint": constraint}}}))
+        (tmp_path / "top.config").write_text(f"placement of seed {seed}\n")
+        return 10.0, seed
+    return run, runs
+
+
+def test_place_with_seeds_stops_at_the_first_that_meets(tmp_path):
+    from viommu.boards.synth import place_with_seeds
+    run, runs = _fake_placements(tmp_path, {3: 97.8, 4: 100.2, 5: 101.0})
+    elapsed, seed, tried = place_with_seeds(run, tmp_path, name="top", seed=3, seeds=3,
+                                            freq_mhz=100.0, has_clk=True, log=print)
+    assert runs == [3, 4] and seed == 4 and elapsed == 20.0
+    assert [(t["seed"], t["fmax_mhz"], t["met"]) for t in tried] == [(3, 97.8, False),
+                                                                     (4, 100.2, True)]
+    assert (tmp_path / "top.config").read_text() == "placement of seed 4\n"
+    assert (tmp_path / "seeds" / "3" / "report.json").exists()
+
+
+def test_place_with_seeds_reports_the_most_margin_when_none_meets(tmp_path):
+    from viommu.boards.synth import place_with_seeds, SynthReport
+    run, runs = _fake_placements(tmp_path, {1: 97.8, 2: 99.1, 3: 96.0})
+    messages = []
+    _, seed, tried = place_with_seeds(run, tmp_path, name="top", seed=1, seeds=3,
+                                      freq_mhz=100.0, has_clk=True, log=messages.append)
+    assert runs == [1, 2, 3] and seed == 2 and not any(t["met"] for t in tried)
+    # the files in the work directory are seed 2's again, not the last run's
+    assert (tmp_path / "top.config").read_text() == "placement of seed 2\n"
+    assert json.loads((tmp_path / "report.json").read_text())["fmax"]["clk"]["achieved"] == 99.1
+    assert any("reporting seed 2" in m for m in messages)
+    with pytest.raises(ValueError, match="seeds must be a positive integer"):
+        place_with_seeds(run, tmp_path, name="top", seed=1, seeds=0, freq_mhz=100.0,
+                         has_clk=True, log=print)
+
+
+@pytest.mark.slow
+def test_sweep_places_every_seed_of_one_netlist(tmp_path):
+    """The seed sweep (``viommu bench --image-seeds``): one synthesis, every seed placed
+    in its own directory, two at a time, each with its own fmax."""
+    from viommu.boards.build import sweep_ecp5_board
+    target = get_target("versa_ecp5_5g")
+    messages = []
+    sweep = sweep_ecp5_board(target.make_platform(), BoardImage(_LoopSoC(), freq_hz=100e6),
+                             name="loop", workdir=tmp_path, seeds=[1, 2], jobs=2,
+                             log=messages.append, extra_lpf=target.constraints)
+    assert [t["seed"] for t in sweep] == [1, 2]
+    for t in sweep:
+        assert t["error"] is None and t["met"] and t["fmax_mhz"] > 100.0, t
+        report = json.loads((tmp_path / f"seed{t['seed']}" / "report.json").read_text())
+        assert max(v["achieved"] for v in report["fmax"].values()) >= t["fmax_mhz"]
+    assert sum(m.startswith("[synth] yosys") and "done" in m for m in messages) <= 1
+    assert len([m for m in messages if m.startswith("[sweep] seed")]) == 2

@@ -43,11 +43,11 @@ def _params(parser, args, defaults=None):
 
 
 def _core_verilog(params, name):
-    from amaranth.back import verilog
     from viommu.rtl.core.top import Core
     from viommu.rtl.util import component_ports
+    from viommu.rtl.verilog import convert
     core = Core(params=params)
-    return core, verilog.convert(core, name=name, ports=component_ports(core))
+    return core, convert(core, name, ports=component_ports(core))
 
 
 # --- generate ------------------------------------------------------------------------------
@@ -58,12 +58,11 @@ def cmd_generate(parser, args):
     os.makedirs(args.output, exist_ok=True)
     t0 = time.monotonic()
     if top is not None:
-        from amaranth.back import verilog
-        from viommu.rtl.bus.axi import flat_ports
+        from viommu.rtl.verilog import convert
         name = "virtio_iommu_mmio"
         _log(f"[generate] elaborating {name}: {params}, queue size {top.queue_size}, "
              f"AXI {8 * top.axi_width} bits ...")
-        text = verilog.convert(top, name=name, ports=flat_ports(top))
+        text = convert(top, name)
         info = _params_dict(params)
         info.update(_transport_dict(top))
         dts = os.path.join(args.output, f"{name}.dtsi")
@@ -81,15 +80,6 @@ def cmd_generate(parser, args):
     with open(os.path.join(args.output, f"{name}.params.json"), "w") as f:
         json.dump(info, f, indent=2)
     _log(f"[generate] wrote {path} ({len(text) // 1024} KiB) in {time.monotonic() - t0:.1f} s")
-    if args.icarus:
-        from viommu.sim.cocotb_run import icarus_compatible
-        sim_path = os.path.join(args.output, f"{name}.icarus.v")
-        with open(sim_path, "w") as f:
-            f.write("// For Icarus Verilog simulation only (not for synthesis): yosys's time-0\n"
-                    "// trigger of combinational blocks is delayed 1 ps, which Icarus needs\n"
-                    "// (see viommu.sim.cocotb_run.icarus_compatible).\n")
-            f.write(icarus_compatible(text))
-        _log(f"[generate] wrote {sim_path} (Icarus simulation copy)")
     if dts:
         _log(f"[generate] wrote {dts} (device-tree fragment)")
     return 0
@@ -157,7 +147,7 @@ def _params_dict(params):
 TIMING_SDF = "timing.sdf"
 
 
-def _synth_ooc(inner, *, freq, workdir, name, seed=1, sdf=False):
+def _synth_ooc(inner, *, freq, workdir, name, seed=1, seeds=1, sdf=False):
     """Place and route the component ``inner`` (the core, or the complete device) out of
     context inside :class:`~viommu.boards.harness.RegisteredPorts` (so that paths from its
     inputs are timed); the harness's own flip-flops are taken out of the FF count."""
@@ -171,7 +161,8 @@ def _synth_ooc(inner, *, freq, workdir, name, seed=1, sdf=False):
         # every fmax figure so far was measured with "abc -lut 4:7".
         report = synthesize_ooc(top, name=name, ports=component_ports(top),
                                 freq_mhz=freq, workdir=workdir, log=_log, mapper="abc",
-                                seed=seed, nextpnr_args=_nextpnr_args(sdf), **DEFAULT_PART)
+                                seed=seed, seeds=seeds, nextpnr_args=_nextpnr_args(sdf),
+                                **DEFAULT_PART)
     except SynthError as e:
         raise CliError(str(e)) from None
     report.harness_ffs = top.harness_ffs
@@ -226,7 +217,8 @@ def _build_target(parser, args, target, params, freq, workdir):
             soc = _soc(parser, args, params, freq)
             top = BoardImage(soc, freq_hz=freq * 1e6)
             report = build_ecp5_board(target.make_platform(), top, name="viommu_board",
-                                      workdir=workdir, seed=args.seed, log=_log,
+                                      workdir=workdir, seed=args.seed, seeds=args.seeds,
+                                      log=_log,
                                       pack=not args.no_pack, extra_lpf=target.constraints,
                                       board=target.name,
                                       nextpnr_args=_nextpnr_args(args.timing_report))
@@ -250,8 +242,8 @@ def _build_target(parser, args, target, params, freq, workdir):
             else:
                 from viommu.rtl.core.top import Core
                 inner, name = Core(params=params), "virtio_iommu_core"
-            report = _synth_ooc(inner, freq=freq, workdir=workdir, seed=args.seed, name=name,
-                                sdf=args.timing_report)
+            report = _synth_ooc(inner, freq=freq, workdir=workdir, seed=args.seed,
+                                seeds=args.seeds, name=name, sdf=args.timing_report)
             extra.update(harness_ffs=report.harness_ffs, core_ffs=_core_ffs(report))
     except SynthError as e:
         raise CliError(str(e)) from None
@@ -276,6 +268,10 @@ def cmd_build(parser, args):
         parser.error(f"--baud must be positive, not {args.baud}")
     if args.seed < 0:
         parser.error(f"--seed must be >= 0, not {args.seed}")
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, not {args.seeds}")
+    if args.seeds > 1 and target.kind == "core-ice40":
+        parser.error("--seeds needs an ECP5 target (the iCE40 flow places once)")
     if args.timing_report and target.kind == "core-ice40":
         parser.error("--timing-report needs an ECP5 target (nextpnr-ice40's SDF is not read)")
     t0 = time.monotonic()
@@ -315,6 +311,12 @@ def cmd_bench(parser, args):
     from viommu.rtl.core.params import CoreParams
     from viommu.sim.perf import measure_lookups, measure_map_unmap
     base = _params(parser, args)
+    if args.image_seeds < 0:
+        parser.error(f"--image-seeds must be >= 0, not {args.image_seeds}")
+    if args.image_only and not args.image_seeds:
+        parser.error("--image-only needs --image-seeds N")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, not {args.jobs}")
     try:
         sizes = [parse_int(s) for s in args.sizes.split(",") if s]
     except argparse.ArgumentTypeError as e:
@@ -334,6 +336,10 @@ def cmd_bench(parser, args):
                           domain_range=base.domain_range, resv_regions=base.resv_regions,
                           probe_size=base.probe_size, write_only_reads=base.write_only_reads)
 
+    if args.image_seeds:
+        _bench_image_seeds(parser, args, record)
+    if args.image_only:
+        return _bench_output(args, records)
     cfg = f"entries={base.entries},ports={base.lookup_ports}"
     _log("[bench] lookups ...")
     for r in measure_lookups(base):
@@ -374,6 +380,10 @@ def cmd_bench(parser, args):
             record("synth", "ffs", _core_ffs(rep), "FF", c)
             record("synth", "carry", rep.carry, "CCU2C", c)
             record("synth", "fmax", round(rep.fmax_mhz, 1), "MHz", c)
+    return _bench_output(args, records)
+
+
+def _bench_output(args, records):
     if args.json:
         text = json.dumps(records, indent=2)
         if args.json == "-":
@@ -382,6 +392,40 @@ def cmd_bench(parser, args):
             with open(args.json, "w") as f:
                 f.write(text)
     return 0
+
+
+def _bench_image_seeds(parser, args, record):
+    """The default board image placed and routed with seeds 1..N (``--image-seeds N``,
+    ``--jobs`` at a time): each seed's fmax, then min / median / max and how many met."""
+    import statistics
+    from viommu.boards.build import sweep_ecp5_board
+    from viommu.boards.synth import SynthError
+    from viommu.boards.targets import BoardImage, get_target
+    target = get_target("versa_ecp5_5g")
+    params = _params(parser, args, defaults=target.core_defaults)
+    build_args = build_parser().parse_args(["build"])       # the board image's defaults
+    soc = _soc(parser, build_args, params, target.freq_mhz)
+    _log(f"[bench] board image ({target.name}, {params.entries} entries) with seeds "
+         f"1..{args.image_seeds}, {args.jobs} at a time ...")
+    try:
+        sweep = sweep_ecp5_board(target.make_platform(),
+                                 BoardImage(soc, freq_hz=target.freq_mhz * 1e6),
+                                 name="viommu_board", seeds=range(1, args.image_seeds + 1),
+                                 jobs=args.jobs, log=_log, extra_lpf=target.constraints,
+                                 workdir=os.path.join(args.build_dir, "bench-image-seeds"))
+    except SynthError as e:
+        raise CliError(str(e)) from None
+    c = f"{target.name},entries={params.entries},{target.freq_mhz:g}MHz"
+    for t in sweep:
+        record("image", f"fmax[seed{t['seed']}]",
+               None if t["fmax_mhz"] is None else round(t["fmax_mhz"], 2), "MHz",
+               c + (f",error={t['error']}" if t["error"] else ""))
+    fmax = [t["fmax_mhz"] for t in sweep if t["fmax_mhz"] is not None]
+    if fmax:
+        record("image", "fmax_min", round(min(fmax), 2), "MHz", c)
+        record("image", "fmax_median", round(statistics.median(fmax), 2), "MHz", c)
+        record("image", "fmax_max", round(max(fmax), 2), "MHz", c)
+    record("image", "seeds_met", sum(t["met"] for t in sweep), f"of {len(sweep)}", c)
 
 
 # --- entry point ---------------------------------------------------------------------------
@@ -401,10 +445,6 @@ def build_parser():
                         "DMA master, irq, lookup ports; also writes a device-tree "
                         "fragment); 'none' = the bare core (module virtio_iommu_core). "
                         "Default: none")
-    p.add_argument("--icarus", action="store_true",
-                   help="also write <module>.icarus.v, a simulation-only copy that Icarus "
-                        "Verilog evaluates correctly from time 0 (Icarus leaves some "
-                        "combinational outputs of the plain file at X)")
     add_core_options(p)
     add_transport_options(p)
     p.set_defaults(func=cmd_generate, subparser=p)
@@ -422,6 +462,10 @@ def build_parser():
                    help="design clock in MHz (default: the target's, 100 on ECP5 boards)")
     p.add_argument("--seed", type=parse_int, default=1, metavar="N",
                    help="nextpnr placement seed (default: 1)")
+    p.add_argument("--seeds", type=parse_int, default=1, metavar="N",
+                   help="place and route with up to N seeds (--seed, --seed + 1, ...), "
+                        "stopping at the first that meets timing; the report lists every "
+                        "seed's fmax and which one made the files (default: 1)")
     p.add_argument("--no-pack", action="store_true", help="stop after place and route")
     p.add_argument("--baud", type=parse_int, default=115200, metavar="N",
                    help="board image: UART bridge baud rate (default: 115200)")
@@ -457,6 +501,13 @@ def build_parser():
                    help="skip the virtqueue engine figures (about 6 minutes)")
     p.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
                    help="clock constraint for synthesis (default: 100)")
+    p.add_argument("--image-seeds", type=parse_int, default=0, metavar="N",
+                   help="also place and route the default board image with seeds 1..N and "
+                        "report each fmax and min / median / max (about 9 minutes a seed)")
+    p.add_argument("--image-only", action="store_true",
+                   help="only the --image-seeds figures")
+    p.add_argument("--jobs", type=parse_int, default=1, metavar="J",
+                   help="--image-seeds: placements run at a time (default: 1)")
     p.add_argument("--build-dir", default="build", metavar="DIR",
                    help="where tool files go (default: build)")
     add_core_options(p)
