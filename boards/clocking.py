@@ -9,9 +9,8 @@
 synchronously to its own clock (:class:`amaranth.lib.cdc.ResetSynchronizer`).
 
 On ECP5 the synchronized reset reaches the design through a ``DCCA`` global buffer
-(:func:`~viommu.rtl.util.global_buffer`): on general routing that one net from one
-flip-flop, driving the reset pin of most flip-flops of the image, was 219 of the 64-entry
-image's failing timing endpoints at 100 MHz (docs/timing-log.md, session 10). nextpnr
+(:func:`~viommu.rtl.util.global_buffer`): it is one net from one flip-flop to the reset
+pin of most flip-flops of the image, too wide for general routing at 100 MHz. nextpnr
 routes a ``DCCA`` output that drives logic pins on one of the global networks that reach
 every slice.
 
@@ -19,10 +18,10 @@ Each of the image's fabric-driven global buffers (this reset, and the device's c
 engine resets, :mod:`viommu.rtl.transport.top_mmio`) is placed at a fixed ``DCCA`` site
 (:data:`GLOBAL_BUFFER_SITES`, per part, which :meth:`~.targets.Target.make_platform`
 puts on the platform as ``global_buffer_sites``): on the left, right and bottom edges,
-never the top. Left to nextpnr 0.11, every buffer went to the top edge's first free
-``TDCC``, and in 4 of 7 runs of the 64-entry image the router then found no path from the
-driving flip-flop into one of them ("Failed to route arc 0.0 of net ... G_CLKI_TDCC0");
-with the sites below, every run routed (docs/timing-log.md, session 13).
+never the top. Left to itself, nextpnr 0.11 puts every buffer at the top edge's first
+free ``TDCC``, and its router then often finds no path from the driving flip-flop into
+one of them ("Failed to route arc 0.0 of net ... G_CLKI_TDCC0"); at the sites below the
+buffers' inputs route (docs/timing-log.md has the runs).
 
 The generated clock gets an explicit constraint (``platform.add_clock_constraint``), so the
 LPF carries it and nextpnr times the ``sync`` domain against ``freq_hz``.

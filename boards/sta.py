@@ -54,13 +54,12 @@ starts with ``$``), e.g. ``soc.device.engine`` for
 ``soc.device.engine.logic.walker.w_seen_TRELLIS_FF_Q`` at the default depth 3; cells at the
 top get ``(top)``.
 
-Agreement with nextpnr (``--nextpnr report.json`` prints both): on two routed 64-entry
-Versa images (2026-12-02, 10 ns) the worst path here was nextpnr's critical path to the
-picosecond, arc by arc (12.918 ns / 77.41 MHz and 10.979 ns / 91.08 MHz; nextpnr's log
-rounds to 0.01 ns), and the slack histogram of all 46,939 timed endpoints was the one
-nextpnr prints. There is no systematic difference to document: nextpnr's analyser and its
-SDF share the cell delays, setup times and routing delays, and both treat the clock as
-ideal (below). The ~2,000 checked pins that no timed path reaches are LUT-RAM write
+Agreement with nextpnr (``--nextpnr report.json`` prints both): the worst path here is
+nextpnr's critical path to the picosecond, arc by arc (nextpnr's log rounds to 0.01 ns),
+and the slack histogram of every timed endpoint is the one nextpnr prints
+(docs/timing-log.md records the check). There is no systematic difference to document:
+nextpnr's analyser and its SDF share the cell delays, setup times and routing delays, and
+both treat the clock as ideal (below). The ~2,000 checked pins that no timed path reaches are LUT-RAM write
 address/data pins and flip-flop inputs driven by constants (``$PACKER_GND``/``VCC``).
 
 What it does not model (nor does nextpnr 0.11's analysis):

@@ -298,10 +298,10 @@ class GuestRAM(wiring.Component):
         # An AW taken while a burst is in progress waits in a holding register
         # (``_held_burst``), and ``awready`` is that register's emptiness, a flip-flop: a
         # master's AW acceptance (an AXI master's burst splitter, its widest enable) does
-        # not wait on this port's W, B and Lite arbitration, which ``awready`` came through
-        # before (the 64-entry board image: 47 failing endpoints at 100 MHz). The held
-        # burst starts in the cycle its predecessor's last beat goes, so bursts still
-        # follow without a bubble; an AW into an idle port starts its burst directly.
+        # not wait on this port's W, B and Lite arbitration, as it would if ``awready``
+        # were decoded from them. The held burst starts in the cycle its predecessor's
+        # last beat goes, so bursts still follow without a bubble; an AW into an idle port
+        # starts its burst directly.
         aw_resp, aw_wmask = self._burst_check(m, lw, aw, axi.awaddr, axi.awsize,
                                               axi.awburst, axi.awlen, "aw")
         self._held_burst(m, "aw", busy=w_busy, free=~w_busy | (w_take & (w_len == 0)),

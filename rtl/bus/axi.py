@@ -250,8 +250,8 @@ class _BurstSplitter(wiring.Component):
     ``burst`` changes only after a transfer, and every field of it comes straight from a
     flip-flop: the next burst's ``len`` and ``last`` are computed when the previous one is
     transferred (or the command taken), not decoded from the beat and length registers in
-    the cycle they are used (that decode, a boundary distance, a compare and a mux in
-    front of the AW/W paths, was the complete device's critical path at 86.8 MHz). Every
+    the cycle they are used (that decode, a boundary distance, a compare and a mux, would
+    otherwise sit in front of the AW/W paths). Every
     burst but a command's last ends on a boundary, so the next one starts on it and can
     run ``min(left, max_burst)`` beats. One burst per cycle; a new command is taken in the
     cycle its predecessor's last burst is transferred, so a stream of one-burst commands
@@ -341,9 +341,9 @@ class _BurstSplitter(wiring.Component):
         # The burst registers load the command's payload whenever a command may be taken,
         # whether or not one is there (only ``busy`` follows ``cmd.valid``): their clock
         # enable then comes from the splitter's own state and the bus's ready, not from
-        # the engine's command valid (through the bypassing skid buffer, the engine's
-        # stop logic was in front of every one of these enables: 67 failing endpoints of
-        # the 64-entry board image). Their values matter only while ``busy``.
+        # the engine's command valid, which comes through the bypassing skid buffer
+        # from the engine's stop logic and would put that logic in front of every one of
+        # these enables. Their values matter only while ``busy``.
         with m.If(cmd.ready):
             m.d.sync += [
                 beat.eq(cmd.p.addr[lw:]),
@@ -541,8 +541,8 @@ class AXI4DMAMaster(wiring.Component):
         # R side. The R channel enters through a skid buffer, so that ``rready`` is a
         # flip-flop: the acceptance below (the descriptor FIFO, the engine's
         # ``rd_data.ready``) reaches no slave logic. Without it, a slave whose next read
-        # depends on ``rready`` (a block RAM's address) had the engine's read-return logic
-        # in front of it: the board image's critical path (10 LUT levels).
+        # depends on ``rready`` (a block RAM's address) would have the engine's
+        # read-return logic in front of it.
         m.submodules.r_skid = r_skid = SkidBuffer(data.StructLayout({
             "data": 8 * W, "resp": 2}))
         m.d.comb += [

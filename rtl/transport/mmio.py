@@ -346,8 +346,8 @@ class VirtioMMIORegisters(wiring.Component):
         q_device = [Signal(64, name=f"q{q}_device") for q in range(nq)]
         q_reset  = [Signal(1, name=f"q{q}_reset") for q in range(nq)]
         # QueueSel == q, registered (loaded with QueueSel): the queue registers' enables
-        # and the QueueReset clear (their reset pins) are decoded from it, and a 32-bit
-        # compare in front of them limited the board image (5 endpoints, -0.66 ns).
+        # and the QueueReset clear (their reset pins) are decoded from this flip-flop, so
+        # they do not wait on a 32-bit compare of QueueSel.
         q_is     = [Signal(name=f"q{q}_is", init=(q == 0)) for q in range(nq)]
 
         features_ok = status[3]     # DeviceStatus.FEATURES_OK
@@ -429,7 +429,7 @@ class VirtioMMIORegisters(wiring.Component):
         # A power of two no larger than QueueNumMax (itself a power of two): exactly one
         # bit set, none above QueueNumMax's. Written without carry chains (no subtract,
         # no magnitude compare): this check sits between QueueSel and the QueueNum
-        # registers' enables, which it limited to 76.5 MHz in the complete device.
+        # registers' enables, where a subtract and a compare would be a long carry path.
         top = self.queue_num_max.bit_length()           # bits 0..top-1 may be set
         any_set, many_set = _one_hot_tree([num_new[i] for i in range(top)])
         num_ok = any_set & ~many_set & (num_new[top:] == 0)

@@ -225,11 +225,11 @@ class VirtioIOMMUMMIO(wiring.Component):
         # The core and the engine each take their own copy of the device-reset pulse (the
         # same cycle as ``regs.device_reset``), and each copy alone resets its block's
         # logic (``reset_by_clear``); reset value 1, so a copy is also high while the
-        # domain is in reset and in the cycle after. Each reset net is then one flip-flop,
-        # on a global buffer on ECP5. Before, the pulse went through an OR with the domain
-        # reset in one LUT to the resets of the register block, the engine and the core on
-        # general routing (7.8 ns routes, 79 failing endpoints of the 64-entry board image).
-        # (So the domain reset must last two cycles or more, as a reset synchronizer's does.)
+        # domain is in reset and in the cycle after. Each reset net is then driven by one
+        # flip-flop, which a global buffer carries on ECP5, rather than by an OR of the
+        # pulse and the domain reset in a LUT whose output would reach the register
+        # block's, the engine's and the core's reset pins on general routing. (So the
+        # domain reset must last two cycles or more, as a reset synchronizer's does.)
         engine_clear = Signal(init=1, attrs={"keep": 1})
         core_clear = Signal(init=1, attrs={"keep": 1})
         m.d.sync += [engine_clear.eq(regs.reset_request), core_clear.eq(regs.reset_request)]
