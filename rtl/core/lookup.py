@@ -164,17 +164,15 @@ class LookupPort(wiring.Component):
             s0.iova.eq(req.iova),
             s0.write.eq(req.write),
         ]
-        # One copy of the page number per bank of 8 entries (16 comparators). Finer copies
-        # were tried: one per entry, and one per pair of entries, made router2 diverge on
-        # the 64-entry core (1,700 to 3,300 copy flip-flops, each input bit fanned out
-        # across the whole CAM). Two copies when the port answers queries: the start
-        # comparators' operand ``x`` and the end comparators' ``y`` (both the page number
-        # for a lookup).
+        # One copy of the page number per bank of 8 entries (16 comparators), not per entry
+        # or per pair of entries: finer copies mean thousands of copy flip-flops on the
+        # 64-entry core, each input bit fanned out across the whole CAM, which congests
+        # the routing. Two copies when the port answers queries: the start comparators'
+        # operand ``x`` and the end comparators' ``y`` (both the page number for a lookup).
         # The access direction too (it selects each entry's permission bit).
         # And the decoded endpoint: each bank selects the endpoint's domain slot itself,
-        # so the selected slot does not fan out from one net to all 64 entries (it did, as
-        # the 64-entry core's critical path: 6.4 ns on that one route). In a query cycle
-        # the decoded endpoint is loaded as 0 and the query's slot is ORed in instead.
+        # so the selected slot does not fan out from one net to all 64 entries. In a query
+        # cycle the decoded endpoint is loaded as 0 and the query's slot is ORed in instead.
         page_in = req.iova[shift:p.iova_bits]
         xs, ys, writes, ep_hits, qdslots = [], [], [], [], []
         for b in range(n_banks):

@@ -52,8 +52,7 @@ class MappingTable(wiring.Component):
         The entry the next cycle's write stores: ``write_entry`` presented in cycle
         ``t - 1`` is written by ``write_en`` in cycle ``t``. The table registers it (the
         tag once per bank of 8 entries), so that no net fans out from one flip-flop to
-        every entry's tag inputs: that fan-out, across the whole CAM, was the critical
-        path of the core's and the device's place and route in several runs.
+        every entry's tag inputs across the whole CAM.
     write_sel : In(entries)
         The same write as a one-hot vector: must be ``write_en << write_index``. Each
         entry's tag flip-flops are enabled by their own bit, so no decoder of
@@ -151,8 +150,7 @@ class MappingTable(wiring.Component):
 
         # Only the valid bits are reset (by a system or device reset): the rest of a tag
         # means nothing while its entry is invalid, and leaving ~100 flip-flops per entry
-        # out of the reset keeps the reset net's fan-out small (it limited the device's
-        # fmax when it reached every tag bit).
+        # out of the reset keeps the reset net's fan-out, and its delay, small.
         tag_layout = self.tags.shape().elem_shape
         for i in range(n):
             wtag = write_tags[i // BANK]
