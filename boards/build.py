@@ -165,9 +165,10 @@ def sweep_ecp5_board(platform, top, *, name="top", workdir=None, seeds=(1, 2, 3,
 #: Placements tried again, with the next seed, when nextpnr cannot route a flip-flop's
 #: output into a global buffer's input. The board image puts its synchronous resets on
 #: global networks (``DCCA``, :mod:`.clocking`, :func:`~viommu.rtl.util.global_buffer`),
-#: and nextpnr-ecp5 0.11 places the buffer before the flip-flop that drives it: in one
-#: run of nine the placed flip-flop had no free route to its buffer ("Failed to route
-#: arc 0.0 of net ... to .../G_CLKI_TDCC0"). Another placement routes.
+#: and nextpnr-ecp5 0.11 places the buffer before the flip-flop that drives it: now and
+#: then the placed flip-flop has no free route to its buffer ("Failed to route arc 0.0 of
+#: net ... to .../G_CLKI_TDCC0"; docs/timing-log.md counts the runs). Another placement
+#: routes.
 GLOBAL_INPUT_RETRIES = 2
 
 _GLOBAL_INPUT_RE = re.compile(r"ERROR: Failed to route arc \S+ of net '([^']+)', from \S+ "

@@ -251,7 +251,8 @@ class SynthReport:
         if len(self.seeds) > 1 or (self.seeds and not self.seeds[0]["met"]):
             lines.append("seeds: " + ", ".join(
                 f"{t['seed']} {t['fmax_mhz']:.2f} MHz ({'met' if t['met'] else 'not met'})"
-                if t["fmax_mhz"] is not None else f"{t['seed']} no clock"
+                if t["fmax_mhz"] is not None
+                else f"{t['seed']} {'failed' if t.get('error') else 'no clock'}"
                 for t in self.seeds) + f"; this report and its files are seed {self.seed}'s")
         if self.bitstream:
             lines.append(f"bitstream: {self.bitstream}")
@@ -608,8 +609,8 @@ def _yosys_ecp5(yosys, workdir, name, read_cmd, mapper, elapsed, log):
 
     def run_abc():
         # The classic ABC LUT mapper, which works where abc9 fails: run synth_ecp5 up to its
-        # map_luts step, map with "abc -lut 4:7" (what synth_ecp5 -noabc9 did before abc9
-        # became the only choice) and let synth_ecp5 finish from map_cells.
+        # map_luts step, map with "abc -lut 4:7" (synth_ecp5's former -noabc9 mapping, which
+        # synth_ecp5 no longer offers) and let synth_ecp5 finish from map_cells.
         (workdir / f"{name}_abc.ys").write_text(
             f"{read_cmd}\n" + KEEP_FFS.format(name=name) +
             f"synth_ecp5 -top {name} -run begin:map_luts\n"
@@ -689,8 +690,21 @@ def place_with_seeds(run, workdir, *, name, seed, seeds, freq_mhz, has_clk, log)
         raise ValueError(f"seeds must be a positive integer, not {seeds!r}")
     tried, elapsed, next_seed = [], 0.0, seed
     shutil.rmtree(workdir / "seeds", ignore_errors=True)
+    first_error = None
     for _ in range(seeds):
-        took, used = run(next_seed)
+        try:
+            took, used = run(next_seed)
+        except SynthError as e:
+            # A placement that fails (a route into a global buffer, after its retries) does
+            # not end the search while seeds remain; a design that does not fit does.
+            if seeds == 1 or "does not fit" in str(e):
+                raise
+            log(f"[build] seed {next_seed}: {e}")
+            first_error = first_error or e
+            tried.append({"seed": next_seed, "fmax_mhz": None, "constraint_mhz": freq_mhz,
+                          "met": False, "error": str(e)})
+            next_seed += 1
+            continue
         elapsed += took
         met, fmax, constraint = _seed_timing(workdir, freq_mhz, has_clk, log)
         tried.append({"seed": used, "fmax_mhz": fmax, "constraint_mhz": constraint,
@@ -708,10 +722,13 @@ def place_with_seeds(run, workdir, *, name, seed, seeds, freq_mhz, has_clk, log)
         if met:
             break
         next_seed = used + 1
-    best = next((t for t in tried if t["met"]), None) or max(
-        tried, key=lambda t: -1e9 if t["fmax_mhz"] is None
+    placed = [t for t in tried if not t.get("error")]
+    if not placed:
+        raise first_error
+    best = next((t for t in placed if t["met"]), None) or max(
+        placed, key=lambda t: -1e9 if t["fmax_mhz"] is None
         else t["fmax_mhz"] - t["constraint_mhz"])
-    if best is not tried[-1]:
+    if best is not placed[-1] or placed[-1] is not tried[-1]:
         log(f"[build] no seed met timing; reporting seed {best['seed']}, the most margin")
         keep = workdir / "seeds" / str(best["seed"])
         for f in keep.iterdir():

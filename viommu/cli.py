@@ -156,9 +156,9 @@ def _synth_ooc(inner, *, freq, workdir, name, seed=1, seeds=1, sdf=False):
     from viommu.rtl.util import component_ports
     top = RegisteredPorts(inner)
     try:
-        # The classic mapper: abc9 crashed on an earlier core with Yosys 0.70; on today's
-        # core and device it maps (fewer LUT4s, deeper logic; docs/timing-log.md), but
-        # every fmax figure so far was measured with "abc -lut 4:7".
+        # The classic mapper ("abc -lut 4:7"), as in the board flow: abc9 maps fewer LUT4s
+        # but deeper logic (docs/timing-log.md compares them), and the project's fmax
+        # figures all come from this mapper.
         report = synthesize_ooc(top, name=name, ports=component_ports(top),
                                 freq_mhz=freq, workdir=workdir, log=_log, mapper="abc",
                                 seed=seed, seeds=seeds, nextpnr_args=_nextpnr_args(sdf),

@@ -129,7 +129,7 @@ class Executor(wiring.Component):
     every entry (the "apply" cycle), so neither path limits the clock. The "wait" of
     requests that can remove access lets lookups already in the pipeline drain, so that
     from the cycle the response's first beat is valid every lookup *response* reflects the
-    request (see :mod:`.core`).
+    request (see :mod:`.top`).
     """
 
     def __init__(self, params):
@@ -447,7 +447,7 @@ class Executor(wiring.Component):
             # The entry is written at the end of this cycle, and the OK status is
             # offered in it already: a lookup presented in this cycle is decided
             # against the state after the write (see the ordering contract in
-            # :mod:`.core`). (The table registered the MAP's entry at the end of
+            # :mod:`.top`). (The table registered the MAP's entry at the end of
             # MAP, so ``buf`` may be cleared at this edge if the status is taken now.)
             m.d.comb += self.table_write_en.eq(1)
             m.next = "RESP"

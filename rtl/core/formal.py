@@ -1,6 +1,6 @@
 """Formal verification harness of the device core (for SymbiYosys).
 
-:class:`CoreFormal` instantiates a :class:`~.core.Core` whose every input (request beats,
+:class:`CoreFormal` instantiates a :class:`~.top.Core` whose every input (request beats,
 response backpressure, lookup requests, negotiated features, the ``bypass`` byte, device
 reset ``clear``) is a free variable in every cycle (``AnySeq``). No ``Assume`` constrains
 them: the properties hold for any environment, however it violates stream protocols.
@@ -42,7 +42,7 @@ needs them; every cycle)
     and ``mmio = 0``.
 
     All of it is judged against the state, features and ``bypass`` of cycle ``t`` (the
-    harness delays its verdicts by 3 cycles), as the ordering contract of :mod:`.core`
+    harness delays its verdicts by 3 cycles), as the ordering contract of :mod:`.top`
     promises, even though the lookup reads the hit entry's payload in cycle ``t + 1``.
 
 ``unchanged`` (property 3)
@@ -168,7 +168,7 @@ def _mutated(mutation):
 
 
 class CoreFormal(Elaboratable):
-    """Formal harness around :class:`~.core.Core` (see the module documentation).
+    """Formal harness around :class:`~.top.Core` (see the module documentation).
 
     Parameters
     ----------

@@ -35,7 +35,7 @@ class LookupPort(wiring.Component):
     A request ``{endpoint, iova, write}`` accepted on :attr:`req` (``valid`` and ``ready``
     high) in cycle ``t`` is answered on :attr:`resp` in cycle ``t + 3``; one request per
     cycle. The request is decided against the table state of cycle ``t + 1`` (see the
-    ordering contract in :mod:`.core`). ``ready`` is a flip-flop: it is 1 in every cycle
+    ordering contract in :mod:`.top`). ``ready`` is a flip-flop: it is 1 in every cycle
     but those in which the port's comparators answer a management query (below).
 
     With ``query=True`` the port's CAM comparators also answer the request executor's

@@ -43,7 +43,7 @@ class MappingTable(wiring.Component):
         in ``payload_sel`` (at most one may be; none gives 0), or 0 when ``payload_en``
         is 0 (it is 1 when left unconnected). Each bank encodes its own select bits into
         its RAM's address, and the banks' outputs are combined by
-        :func:`~.util.onehot_mux` with ``payload_en`` folded into each bank's select.
+        :func:`~viommu.rtl.util.onehot_mux` with ``payload_en`` folded into each bank's select.
     write_en, write_index : In
         Store the entry presented on ``write_entry`` in the previous cycle at
         ``write_index``, at the next clock edge. The slot must be invalid (the executor

@@ -94,7 +94,7 @@ class Core(wiring.Component):
 
     With ``reset_by_clear=True`` the core's flip-flops are reset by ``clear`` alone, not
     also by the ``sync`` domain's reset: their reset net then has one driver (see
-    :func:`~.util.reset_inserter`). ``clear`` must then be high whenever the domain is in
+    :func:`~viommu.rtl.util.reset_inserter`). ``clear`` must then be high whenever the domain is in
     reset (as the device's reset flip-flop is, reset value 1).
     """
 

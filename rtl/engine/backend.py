@@ -20,7 +20,7 @@ class BackEnd(wiring.Component):
 
     Takes the records in walk order (an eventq record as soon as there is one: it waits for
     nothing, and the two used rings are independent) and the core's ``resp`` beats (for an
-    eventq record, the 24-byte fault report from ``report``: :class:`~.layouts.Fault` with
+    eventq record, the 24-byte fault report from ``report``: :class:`~viommu.rtl.core.layouts.Fault` with
     its reserved bytes zero), and writes them into the writable descriptors in order, one
     DMA write per (beat, descriptor) piece; if the record's two segments do not suffice it
     walks the rest of the chain's writable descriptors itself (one dependent descriptor read

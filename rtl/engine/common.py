@@ -13,7 +13,7 @@ from ..core.layouts import DescFlag
 __all__ = ["FaultRecord", "READ_CAP"]
 
 
-#: A fault report from a lookup port (the fields of :class:`~.layouts.Fault` that carry
+#: A fault report from a lookup port (the fields of :class:`~viommu.rtl.core.layouts.Fault` that carry
 #: information).
 FaultRecord = data.StructLayout({
     "reason":   8,

@@ -297,7 +297,7 @@ class Arbiter(wiring.Component):
     high in the cycle its ``valid`` is high, no earlier requester's is, and ``out.ready``
     is; ``ready`` therefore depends on ``valid`` (the stream rule allows it). Purely
     combinational: no latency, one grant per cycle. The payload is picked by
-    :func:`~.util.onehot_mux` from the requesters' one-hot selects (each valid and no
+    :func:`~viommu.rtl.util.onehot_mux` from the requesters' one-hot selects (each valid and no
     earlier one), an AND-OR tree rather than an If/Elif chain as deep as the list.
     """
 

@@ -14,7 +14,7 @@ __all__ = ["Packer"]
 
 
 class Packer(wiring.Component):
-    """Concatenates the payload reads' bytes into :class:`~.layouts.ReqBeat` beats of 8
+    """Concatenates the payload reads' bytes into :class:`~viommu.rtl.core.layouts.ReqBeat` beats of 8
     bytes for the core.
 
     Each data command (``end`` = 0) says how many bytes (``n``, 1..128) its payload read

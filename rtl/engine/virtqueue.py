@@ -3,8 +3,8 @@
 :class:`VirtqueueEngine` is transport independent. A transport (virtio-mmio, virtio-pci)
 hands it each queue's configuration, the negotiated generic features, DRIVER_OK, the
 doorbells and device reset; the engine does every guest-memory access through one
-:mod:`.dma` port, feeds each request's device-readable bytes to the device core
-(:class:`~.core.Core`) and scatters the core's answer into the request's device-writable
+:mod:`..bus.dma` port, feeds each request's device-readable bytes to the device core
+(:class:`~viommu.rtl.core.top.Core`) and scatters the core's answer into the request's device-writable
 buffers. Fault reports from the lookup ports go to the eventq.
 
 Overview
@@ -94,7 +94,7 @@ clear : In(1)
     complete; their data and responses are discarded. With ``reset_by_clear=True`` the
     engine's logic (not its DMA port) is reset by ``clear`` alone, not also by the
     ``sync`` domain's reset, so that its reset net has one driver
-    (:func:`~.util.reset_inserter`); ``clear`` must then be high whenever the domain is in
+    (:func:`~viommu.rtl.util.reset_inserter`); ``clear`` must then be high whenever the domain is in
     reset.
 irq_used : Out(1)
     One-cycle pulse: the driver wants a used-buffer notification (set InterruptStatus
@@ -119,8 +119,7 @@ Cycles
 Measured by ``viommu bench`` (:func:`~viommu.sim.perf.measure_engine`: engine + a
 129-entry core, so that every MAP succeeds; 64-bit DMA, 128 MAPs queued at once, one
 doorbell, memory answering each read command after the given latency and one beat per
-cycle, writes after 1 cycle), cycles per MAP between the 32nd and the 128th used element
-(2026-11-24):
+cycle, writes after 1 cycle), cycles per MAP between the 32nd and the 128th used element:
 
 ==============  ==========  ==========
 read latency     2-desc      indirect
@@ -140,10 +139,9 @@ A lone request (doorbell to the write of the used idx that publishes it; same be
 memory model, asserted exactly by ``tests/test_virtqueue.py::test_map_batch_cycles``)
 takes 4 × L + 30 cycles for read latency L with a 2-descriptor chain (4 dependent reads:
 avail idx, ring entry, descriptors, request bytes) and 5 × L + 32 with an indirect table
-(a fifth); the issue's target was 4 dependent round trips + 32.
-``python -m viommu.sim.vq_timeline`` prints where each cycle goes (README, "Virtqueue
-engine and the whole device"). The used element's write response is still awaited before
-the used idx is written.
+(a fifth). ``python -m viommu.sim.vq_timeline`` prints where each cycle goes
+(docs/performance.md, "The virtqueue engine and the whole device"). The used element's
+write response is awaited before the used idx is written.
 
 Every path is registered at the slot memory and at the DMA port; docs/timing-log.md
 records the engine's place-and-route history.
@@ -197,7 +195,7 @@ from .packer import Packer
 from .backend import BackEnd
 from .publisher import Publisher
 
-#: The DMA port under its former name (tests use it).
+#: The DMA port, by the name the engine tests import it under.
 _DMAPort = DMAPort
 
 

@@ -83,11 +83,11 @@ class FaultMerger(wiring.Component):
 def flat_lookup_signature(endpoint_width):
     """A lookup port with one Verilog port per field (``lookup_0_req_iova``, ...).
 
-    The same port as :func:`~.core.LookupSignature` (request in, accepted when
+    The same port as :func:`~viommu.rtl.core.top.LookupSignature` (request in, accepted when
     ``req_valid`` and ``req_ready`` are both 1, response 3 cycles later; ``req_ready``
     comes from a flip-flop and is 0 only in the cycles port 0's comparators answer a
     management query), the payload fields of
-    :func:`~.layouts.lookup_request_layout` / :func:`~.layouts.lookup_response_layout`
+    :func:`~viommu.rtl.core.layouts.lookup_request_layout` / :func:`~viommu.rtl.core.layouts.lookup_response_layout`
     spelt out so that a Verilog integrator needs no bit offsets.
     """
     members = {"req_valid": In(1), "req_ready": Out(1)}
@@ -111,7 +111,7 @@ class VirtioIOMMUMMIO(wiring.Component):
     irq : Out(1)
         Level interrupt: InterruptStatus != 0.
     lookup : Out(flat_lookup_signature(endpoint_width)).array(lookup_ports)
-        Translation lookups (see :class:`~.core.Core`): ``lookup_<i>_req_valid``,
+        Translation lookups (see :class:`~viommu.rtl.core.top.Core`): ``lookup_<i>_req_valid``,
         ``_req_ready`` (out: 0 for one cycle per request, two per UNMAP, on port 0),
         ``_req_endpoint``, ``_req_iova``, ``_req_write`` in; ``lookup_<i>_resp_valid``,
         ``_resp_allowed``, ``_resp_phys``, ``_resp_mmio``, ``_resp_via``, ``_resp_reason``,
