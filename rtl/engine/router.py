@@ -56,11 +56,6 @@ class Router(wiring.Component):
     Cycle: a beat at the skid buffer's output is taken in the cycle its destination has
     room (register and slot destinations always); one beat a cycle; the slot memory is
     written in that cycle and its ``filled``/``first`` flags set in the next.
-
-    Throughput and latency: one beat a cycle. The skid buffer adds no cycle while it is
-    empty, so a beat reaches ``ring``/``pay``/``snoop`` in the cycle it arrives on ``ret``;
-    ``reg_done`` and a slot's ``filled``/``first`` follow one cycle after the beat that
-    completes them.
     """
 
     def __init__(self):
