@@ -76,26 +76,26 @@ def run_verilog(text, name, test_module, *, simulator="icarus", testcase=None, e
     waves = _waves_requested() if waves is None else waves
     kw = dict(simulator=simulator, testcase=testcase, env=env, seed=seed)
     try:
-        names, fst = _run(text, name, test_module, waves=waves, **kw)
+        names, wave_file = _run(text, name, test_module, waves=waves, **kw)
     except _CocotbFailure as failure:
         if waves:
-            raise AssertionError(f"{failure}\nwaveform: {failure.fst}") from None
+            raise AssertionError(f"{failure}\nwaveform: {failure.wave_file}") from None
         try:
             _run(text, name, test_module, waves=True, **dict(kw, testcase=failure.failed))
         except _CocotbFailure as again:
             raise AssertionError(f"{failure}\nwaveform of the failing run (run again with "
-                                 f"waves, same seed): {again.fst}") from None
+                                 f"waves, same seed): {again.wave_file}") from None
         raise AssertionError(f"{failure}\n(run again with waves and the same seed, it "
                              f"passed: no waveform)") from None
-    if fst:
-        print(f"waveform: {fst}")
+    if wave_file:
+        print(f"waveform: {wave_file}")
     return names
 
 
 class _CocotbFailure(AssertionError):
-    def __init__(self, message, failed, fst):
+    def __init__(self, message, failed, wave_file):
         super().__init__(message)
-        self.failed, self.fst = failed, fst
+        self.failed, self.wave_file = failed, wave_file
 
 
 def _run(text, name, test_module, *, simulator, testcase, env, seed, waves):
@@ -126,12 +126,12 @@ def _run(text, name, test_module, *, simulator, testcase, env, seed, waves):
                                                 else testcase)
     tag = f"{test_module}-{label}-{os.getpid()}"
     suffix = ".fst" if simulator == "icarus" else ".vcd"
-    fst = os.path.join(build_dir, tag + suffix) if waves else None
+    wave_file = os.path.join(build_dir, tag + suffix) if waves else None
     plusargs, test_args = [], []
     if waves and simulator == "icarus":
-        plusargs = [f"+dumpfile_path={fst}"]
+        plusargs = [f"+dumpfile_path={wave_file}"]
     elif waves:
-        test_args = ["--trace-file", fst]
+        test_args = ["--trace-file", wave_file]
     results = os.path.join(build_dir, f"results-{tag}.xml")
     exit_code = 0
     try:
@@ -157,9 +157,9 @@ def _run(text, name, test_module, *, simulator, testcase, env, seed, waves):
     if failures:
         raise _CocotbFailure("cocotb failures:\n" + "\n".join(f"  {n}: {m}"
                                                               for n, m in failures),
-                             [n for n, _ in failures], fst)
+                             [n for n, _ in failures], wave_file)
     if exit_code:
         raise _CocotbFailure(f"the simulator exited with {exit_code} after "
                              f"{len(cases)} passing tests (results in {results})",
-                             testcase, fst)
-    return [tc.get("name") for tc in cases], fst
+                             testcase, wave_file)
+    return [tc.get("name") for tc in cases], wave_file
