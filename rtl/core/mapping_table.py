@@ -169,7 +169,11 @@ class MappingTable(wiring.Component):
             with m.Elif(killed):
                 m.d.sync += valid.eq(0)
 
-        invalid = Cat(~self.tags[i].valid for i in range(n))
+        # A named signal: Amaranth lowers an unnamed expression again at every use, and
+        # the encoder below takes this vector bit by bit, which would copy all n
+        # inverters once per use (text and elaboration time growing as n**2 log n).
+        invalid = Signal(n, name="invalid")
+        m.d.comb += invalid.eq(Cat(~self.tags[i].valid for i in range(n)))
         any_free, index = priority_encode(invalid, n)
         m.d.sync += [
             self.free_valid.eq(any_free),
