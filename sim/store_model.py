@@ -35,7 +35,9 @@ initialisation. A domain's death increments its slot's generation: its records b
 *stale* at once and a background reaper unlinks them later.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from viommu.rtl.store.layouts import StoreParams, GEN_BITS
 
 
 __all__ = ["MappingStore", "Cost", "fork_level", "StoreStatus"]
@@ -104,18 +106,6 @@ class _Record:
     index: int = NULL       # where the record is in the pool (the model's bookkeeping)
 
 
-def _mix_table(n, bits, seed):
-    """``n`` pseudo-random ``bits``-bit constants (a fixed xorshift sequence): the hash's
-    per-level and per-slot offsets, a ROM in the hardware."""
-    out, x = [], seed
-    for _ in range(n):
-        x ^= (x << 13) & 0xffffffffffffffff
-        x ^= x >> 7
-        x ^= (x << 17) & 0xffffffffffffffff
-        out.append(x & ((1 << bits) - 1))
-    return out
-
-
 class MappingStore:
     """The store: ``capacity`` records, ``n_heads`` chain heads, ``slots`` domain slots.
 
@@ -124,21 +114,14 @@ class MappingStore:
     pass (the death then waits for it, and the wait is counted in its cost).
     """
 
-    def __init__(self, *, capacity, page_bits=52, slots=8, n_heads=None, gen_bits=8):
-        if capacity < 1:
-            raise ValueError(f"capacity must be at least 1, not {capacity}")
-        if n_heads is None:
-            n_heads = 1 << max(capacity - 1, 1).bit_length()
-        if n_heads & (n_heads - 1):
-            raise ValueError(f"n_heads must be a power of two, not {n_heads}")
+    def __init__(self, *, capacity, page_bits=52, slots=8, gen_bits=GEN_BITS):
+        self.params = StoreParams(capacity=capacity, page_bits=page_bits, slots=slots)
         self.capacity = capacity
         self.page_bits = page_bits
         self.slots = slots
-        self.n_heads = n_heads
-        self.hash_bits = n_heads.bit_length() - 1
+        self.n_heads = self.params.n_heads
+        self.hash_bits = self.params.hash_bits
         self.gen_mod = 1 << gen_bits
-        self._level_mix = _mix_table(page_bits + 1, max(self.hash_bits, 1), 0x2545F4914F6CDD1D)
-        self._slot_mix = _mix_table(slots, max(self.hash_bits, 1), 0x9E3779B97F4A7C15)
         self.reset()
 
     def reset(self):
@@ -172,17 +155,8 @@ class MappingStore:
     # --- hashing -----------------------------------------------------------------------
 
     def hash(self, slot, level, block):
-        """The head of key ``(slot, level, block)``: the block number folded to
-        ``hash_bits`` by XOR (so that consecutive blocks take consecutive heads), offset
-        by a constant per level and per slot."""
-        hb = self.hash_bits
-        if hb == 0:
-            return 0
-        v, x, mask = 0, block, (1 << hb) - 1
-        while x:
-            v ^= x & mask
-            x >>= hb
-        return v ^ self._level_mix[level] ^ self._slot_mix[slot]
+        """The head of key ``(slot, level, block)`` (see :meth:`StoreParams.hash`)."""
+        return self.params.hash(slot, level, block)
 
     def _live(self, rec):
         return rec.gen == self.gen[rec.slot]
