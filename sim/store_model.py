@@ -290,27 +290,28 @@ class MappingStore:
         self.live_per_slot[slot] += 1
         return StoreStatus.OK, cost
 
-    def unmap(self, slot, start, end):
+    def unmap(self, slot, start, end, start_partial=False, end_partial=False):
         """UNMAP ``[start, end]``: RANGE if a mapping overlaps it without being inside it
         (nothing removed), else every mapping inside it removed. Returns
-        ``((status, removed), Cost)``."""
+        ``((status, removed), Cost)``. ``start_partial`` / ``end_partial``: the range
+        covers its first / last page only in part (an UNMAP's byte bounds)."""
         cost = Cost()
         # Partial overlaps: only a mapping that holds ``start`` or ``end`` can stick out.
         r, c = self.find(slot, start)
         cost += c
-        if r is not None and r.start < start:
+        if r is not None and (r.start < start or start_partial):
             return (StoreStatus.RANGE, 0), cost
         if r is not None and r.end >= end:
             # The mapping holding ``start`` reaches ``end``: it is the only one the range
             # overlaps (Linux's case: one UNMAP per MAP). The walk that found it knows
             # the record before it, so it is unlinked at once.
-            if r.end > end:
+            if r.end > end or end_partial:
                 return (StoreStatus.RANGE, 0), cost
             self._remove(slot, r, cost)
             return (StoreStatus.OK, 1), cost
         r, c = self.find(slot, end)
         cost += c
-        if r is not None and r.end > end:
+        if r is not None and (r.end > end or end_partial):
             return (StoreStatus.RANGE, 0), cost
         removed = 0
         for i in self._overlapping(slot, start, end, cost):

@@ -39,14 +39,19 @@ def test_directed():
            ("find", 0, 5), ("find", 1, 5),
            ("unmap", 0, 0, (1 << 20) - 1),               # a sweep: removes 8..15
            ("find", 0, 9),
-           ("kill", 1), ("find", 1, 5), ("map", 1, 5, 5, 3, 3), ("find", 1, 5)]
+           ("kill", 1), ("find", 1, 5), ("map", 1, 5, 5, 3, 3), ("find", 1, 5),
+           ("unmap", 1, 5, 5, True, False),              # starts inside page 5: RANGE
+           ("unmap", 1, 5, 5, False, True),              # ends inside it: RANGE
+           ("unmap", 1, 4, 6, True, True)]               # holds page 5 whole: OK
     got = run_ops(_params(), ops)
     assert [g[0][0] for g in got] == [
         StoreStatus.OK, StoreStatus.OK, StoreStatus.ABSENT, StoreStatus.REFUSED,
         StoreStatus.OK, StoreStatus.OK, StoreStatus.OK, StoreStatus.OK,
         StoreStatus.REFUSED, StoreStatus.OK, StoreStatus.ABSENT, StoreStatus.OK,
         StoreStatus.OK, StoreStatus.ABSENT, StoreStatus.OK, StoreStatus.ABSENT,
-        StoreStatus.OK, StoreStatus.OK]
+        StoreStatus.OK, StoreStatus.OK, StoreStatus.REFUSED, StoreStatus.REFUSED,
+        StoreStatus.OK]
+    assert got[-1][0] == (StoreStatus.OK, 1)
     assert got[9][0] == (StoreStatus.OK, 1) and got[12][0] == (StoreStatus.OK, 1)
     assert got[6][0][1] == (8, 15, 7, 5)
 
@@ -86,7 +91,12 @@ def _random_ops(seed, n, *, slots, pages, page_bits, kill_rate=0.02):
                 s, e = _random_range(rng, pages, page_bits)
                 if rng.random() < 0.2:
                     e = min(s + rng.randrange(4 * pages), (1 << page_bits) - 1)
-                ops.append(("unmap", slot, s, e))
+                if rng.random() < 0.2:
+                    # byte bounds inside the first or last page
+                    ops.append(("unmap", slot, s, e, rng.random() < 0.5,
+                                rng.random() < 0.5))
+                else:
+                    ops.append(("unmap", slot, s, e))
         elif r < 0.95:
             if maps and rng.random() < 0.5:
                 sl, s, e = rng.choice(maps)
@@ -167,3 +177,39 @@ def test_params_checked():
         Store(_params(), memory="sram")
     with pytest.raises(TypeError, match="StoreParams"):
         Store(32)
+
+
+@pytest.mark.parametrize("latency,stall", [(1, 0.0), (6, 0.3)])
+def test_random_external_store(latency, stall):
+    """The same answers with the store in external memory (DMAStoreMemory behind a DMA
+    port) whatever the memory's latency and stalls."""
+    run_ops(_params(), _random_ops(7, int(400 * SCALE), slots=4, pages=256, page_bits=20),
+            memory="dma", read_latency=latency, stall=stall)
+
+
+def test_external_store_errors_are_reported():
+    """A bus error on the store's region raises ``error``."""
+    from amaranth.sim import Simulator
+    from viommu.sim.store_bench import DMAStore
+    from viommu.sim.dma_mem import DMAMemory
+    from viommu.rtl.store.dma_memory import region_size
+    p = _params()
+    dut = DMAStore(p, 0x1000)
+    ext = DMAMemory(region_size(p), base=0x1000)
+    ext.add_error(0x1000 + 32 * 32, 0x1000 + region_size(p))     # the heads
+    seen = []
+
+    async def bench(ctx):
+        for _ in range(400):
+            await ctx.tick()
+        seen.append(ctx.get(dut.error))
+
+    async def serve(ctx):
+        await ext.run(ctx, dut.dma)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.add_testbench(serve, background=True)
+    sim.run()
+    assert seen == [1]

@@ -38,8 +38,10 @@ class StoreEngine(wiring.Component):
     op : In(stream.Signature(op_layout))
         One operation (:class:`~.layouts.StoreOp`): FIND of the page ``start``; MAP of
         ``[start, end] -> phys`` with ``read``/``write``/``mmio``; UNMAP of
-        ``[start, end]``; KILL of ``slot``. ``start <= end`` (the executor answers a
-        reversed range before it reaches the store). Taken in the engine's idle cycle.
+        ``[start, end]``, whose first (last) page it covers only in part when
+        ``start_partial`` (``end_partial``) is set; KILL of ``slot``. ``start <= end`` (the
+        executor answers a reversed range before it reaches the store). Taken in the
+        engine's idle cycle.
     result : Out(stream.Signature(result_layout))
         The operation's answer (:class:`~.layouts.StoreStatus`), with the record FIND
         found and the number of mappings UNMAP removed.
@@ -90,7 +92,10 @@ class StoreEngine(wiring.Component):
         rec_shape = record_layout(p)
 
         # --- per-slot state ---------------------------------------------------------------
-        gen = Array(Signal(GEN_BITS, name=f"gen{s}") for s in range(S))
+        gens = [Signal(GEN_BITS, name=f"gen{s}") for s in range(S)]
+        #: the slots' generations, for testbenches that read the store's contents
+        self.generations = gens
+        gen = Array(gens)
         oldest = Array(Signal(GEN_BITS, name=f"oldest{s}") for s in range(S))
         snap = Array(Signal(GEN_BITS, name=f"snap{s}") for s in range(S))
         mask = Array(Signal(L, name=f"levels{s}") for s in range(S))
@@ -207,10 +212,11 @@ class StoreEngine(wiring.Component):
                 with m.If(cmd.ready):
                     m.d.sync += clr.eq(clr + 1)
                     with m.If(clr == p.n_heads - 1):
+                        m.d.sync += self.ready.eq(1)
                         m.next = "IDLE"
 
             with m.State("IDLE"):
-                m.d.comb += [self.ready.eq(1), self.op.ready.eq(1)]
+                m.d.comb += self.op.ready.eq(1)
                 m.d.sync += [removed.eq(0), single.eq(0)]
                 with m.If(stale == 0):
                     m.d.sync += [reap_head.eq(0), pass_started.eq(0)]
@@ -326,8 +332,11 @@ class StoreEngine(wiring.Component):
                         with m.Case(T_MAP):
                             respond(StoreStatus.REFUSED)
                         with m.Case(T_UNMAP_S):
-                            # the mapping holding ``start``
-                            with m.If((rec.start < o.start) | (rec.end > o.end)):
+                            # the mapping holding ``start``: it sticks out if it starts
+                            # before it, or the range starts inside its first page
+                            with m.If((rec.start < o.start) | o.start_partial |
+                                      (rec.end > o.end) |
+                                      ((rec.end == o.end) & o.end_partial)):
                                 respond(StoreStatus.REFUSED)
                             with m.Elif(rec.end == o.end):
                                 m.d.sync += single.eq(1)     # the only one: remove it
@@ -336,7 +345,7 @@ class StoreEngine(wiring.Component):
                                 start_levels(T_UNMAP_E, o.end, o.end)
                         with m.Case(T_UNMAP_E):
                             # the mapping holding ``end``
-                            with m.If(rec.end > o.end):
+                            with m.If((rec.end > o.end) | o.end_partial):
                                 respond(StoreStatus.REFUSED)
                             with m.Else():
                                 start_enumeration(T_UNMAP_RM, o.start, o.end)

@@ -123,6 +123,10 @@ def op_layout(p):
         "read":  unsigned(1),
         "write": unsigned(1),
         "mmio":  unsigned(1),
+        # UNMAP: the range starts after the start of page ``start`` / ends before the end
+        # of page ``end`` (a mapping holding that page then sticks out of it)
+        "start_partial": unsigned(1),
+        "end_partial":   unsigned(1),
     })
 
 
