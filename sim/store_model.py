@@ -215,19 +215,26 @@ class MappingStore:
             return found
         cost.swept = True
         for h in range(self.n_heads):
-            cost.head_reads += 1
-            i = self.heads[h]
-            while i != NULL:
-                cost.record_reads += 1
-                cost.dependent += 1
-                r = self.records[i]
+            for i, r in self._chain(h, cost):
                 if (r.slot == slot and self._live(r) and r.start <= end
                         and r.end >= start):
                     found.append(i)
                     if first_only:
                         return found
-                i = r.next
         return found
+
+    def _chain(self, h, cost):
+        """Walk chain ``h``, counting its reads: yields ``(index, record)``; the caller
+        may unlink the record it was given (the walk has read its ``next`` already)."""
+        cost.head_reads += 1
+        i = self.heads[h]
+        while i != NULL:
+            cost.record_reads += 1
+            cost.dependent += 1
+            r = self.records[i]
+            nxt = r.next
+            yield i, r
+            i = nxt
 
     # --- changes -----------------------------------------------------------------------
 
@@ -356,17 +363,10 @@ class MappingStore:
                 self._pass_snap = list(self.gen)
                 self._pass_started = True
             h = self._reap_head
-            cost.head_reads += 1
-            i = self.heads[h]
-            while i != NULL:
-                cost.record_reads += 1
-                cost.dependent += 1
-                r = self.records[i]
-                nxt = r.next
+            for i, r in list(self._chain(h, cost)):
                 if not self._live(r):
                     self._unlink(h, i, cost)
                     self.stale -= 1
-                i = nxt
             self._reap_head = (h + 1) % self.n_heads
             if self._reap_head == 0:
                 self.oldest = list(self._pass_snap)

@@ -81,6 +81,19 @@ class StoreParams:
                 f"slots={self.slots}, phys_page_bits={self.phys_page_bits})")
 
 
+def _mapping_fields(p):
+    """A mapping's range, physical page and permissions: the fields a record and an
+    operation share."""
+    return {
+        "start": unsigned(p.page_bits),
+        "end":   unsigned(p.page_bits),
+        "phys":  unsigned(p.phys_page_bits),
+        "read":  unsigned(1),
+        "write": unsigned(1),
+        "mmio":  unsigned(1),
+    }
+
+
 def record_layout(p):
     """A record's body: a mapping ``[start, end] -> phys`` of domain slot ``slot``, of the
     slot's generation ``gen`` when it was made, at fork level ``level``."""
@@ -88,12 +101,7 @@ def record_layout(p):
         "slot":  unsigned(p.slot_bits),
         "gen":   unsigned(GEN_BITS),
         "level": unsigned(p.level_bits),
-        "start": unsigned(p.page_bits),
-        "end":   unsigned(p.page_bits),
-        "phys":  unsigned(p.phys_page_bits),
-        "read":  unsigned(1),
-        "write": unsigned(1),
-        "mmio":  unsigned(1),
+        **_mapping_fields(p),
     })
 
 
@@ -117,12 +125,7 @@ def op_layout(p):
     return data.StructLayout({
         "op":    StoreOp,
         "slot":  unsigned(p.slot_bits),
-        "start": unsigned(p.page_bits),
-        "end":   unsigned(p.page_bits),
-        "phys":  unsigned(p.phys_page_bits),
-        "read":  unsigned(1),
-        "write": unsigned(1),
-        "mmio":  unsigned(1),
+        **_mapping_fields(p),
         # UNMAP: the range starts after the start of page ``start`` / ends before the end
         # of page ``end`` (a mapping holding that page then sticks out of it)
         "start_partial": unsigned(1),
