@@ -168,6 +168,8 @@ def test_costs_do_not_grow_with_the_store():
         return [c for _, _, c in run_ops(p, ops)[-3:]]
 
     assert costs(10) == costs(900)
+    # the figures docs/mapping-store.md gives for block RAM
+    assert costs(10) == [18, 9, 13]
 
 
 def test_params_checked():

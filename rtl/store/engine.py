@@ -176,6 +176,13 @@ class StoreEngine(wiring.Component):
         def read(op, index):
             m.d.comb += [cmd.valid.eq(1), cmd.payload.op.eq(op), cmd.payload.index.eq(index)]
 
+        def read_key_head(then):
+            """Read the head of key ``(slot, j, blk)``, remembering which head it is."""
+            read(MemOp.READ_HEAD, key_head)
+            with m.If(cmd.ready):
+                m.d.sync += h.eq(key_head)
+                m.next = then
+
         def write(op, index, ptr, body=None):
             m.d.comb += [cmd.valid.eq(1), cmd.payload.op.eq(op), cmd.payload.index.eq(index),
                          cmd.payload.ptr.eq(ptr)]
@@ -254,10 +261,7 @@ class StoreEngine(wiring.Component):
                 m.next = "KEY_HEAD"
 
             with m.State("KEY_HEAD"):
-                read(MemOp.READ_HEAD, key_head)
-                with m.If(cmd.ready):
-                    m.d.sync += h.eq(key_head)
-                    m.next = "HEAD_WAIT"
+                read_key_head("HEAD_WAIT")
 
             with m.State("KEY_NEXT"):
                 with m.If(blk != blk_hi):
@@ -452,10 +456,7 @@ class StoreEngine(wiring.Component):
                 m.next = "INS_HEAD"
 
             with m.State("INS_HEAD"):
-                read(MemOp.READ_HEAD, key_head)
-                with m.If(cmd.ready):
-                    m.d.sync += h.eq(key_head)
-                    m.next = "INS_HEAD_WAIT"
+                read_key_head("INS_HEAD_WAIT")
 
             with m.State("INS_HEAD_WAIT"):
                 m.d.comb += rdata.ready.eq(1)
