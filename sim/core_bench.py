@@ -121,8 +121,40 @@ class CoreBench:
         for i in range(self.params.entries):
             mem, addr = table.payload_location(i)
             payloads.append(self.ctx.get(mem.data[addr]).as_value().value)
-        return rtl_snapshot(self.params, get(table.tags), payloads, get(ex.endpoints),
+        snap = rtl_snapshot(self.params, get(table.tags), payloads, get(ex.endpoints),
                             get(ex.domains))
+        if self.core.store is None:
+            return snap
+        return self._store_snapshot(snap)
+
+    def _store_snapshot(self, cached):
+        """With a mapping store: the domains' mappings are the store's records; the
+        table (``cached``) must hold only copies of them (the cache is coherent)."""
+        from viommu.sim.store_bench import read_store
+        p = self.params
+        shift, ppmask = p.page_shift, (1 << p.phys_page_bits) - 1
+        ex = self.core.executor
+        dom_l = data.Layout.cast(DomainState)
+        raw = self.ctx.get(ex.domains.as_value())
+        slot_of = {}
+        for s_ in range(p.n_endpoints):
+            dom = dom_l.from_bits((raw >> (s_ * dom_l.size)) & ((1 << dom_l.size) - 1))
+            if dom.valid:
+                slot_of[dom.id] = s_
+        per_slot = {s_: [] for s_ in slot_of.values()}
+        for slot, start, end, phys, flags in read_store(self.ctx, self.core.store):
+            assert slot in per_slot, f"store record {start:#x}..{end:#x} of dead slot {slot}"
+            per_slot[slot].append(Mapping(start << shift, (end << shift) | ((1 << shift) - 1),
+                                          (phys & ppmask) << shift, flags))
+        eps, doms = cached
+        out = []
+        for dom_id, bypass, maps in doms:
+            stored = tuple(sorted(per_slot[slot_of[dom_id]]))
+            stale = set(maps) - set(stored)
+            assert not stale, f"the table caches {sorted(stale)} of domain {dom_id}, " \
+                              f"which the store does not hold"
+            out.append((dom_id, bypass, stored))
+        return eps, tuple(sorted(out))
 
     async def request(self, readable, wlen, max_cycles=1000):
         """Stream one request and collect its answer. Returns ``(bytes, cycles)``."""

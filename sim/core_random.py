@@ -17,6 +17,7 @@ random backpressure on ``resp.ready``) and a lookup on every port in most cycles
   drained), either in between.
 """
 
+import bisect
 import random
 from dataclasses import dataclass, field
 
@@ -42,6 +43,8 @@ class RandomRunStats:
     allowed: int = 0
     #: Cycles in which port 0 did not accept a lookup (its comparators answered a query).
     not_ready: int = 0
+    #: Lookups answered ``retry`` (a miss, with a mapping store) and presented again.
+    retries: int = 0
 
 
 def run_random(params, *, seed, requests, min_lookups=0, features=ALL_FEATURES, bypass=0,
@@ -64,8 +67,11 @@ def run_random(params, *, seed, requests, min_lookups=0, features=ALL_FEATURES, 
         pending = [[] for _ in range(params.lookup_ports)]   # (cycle, old_t, new_t, req)
         held = [None] * params.lookup_ports       # a lookup presented, not yet accepted
         queries = 0                               # cycles the executor queries in
+        again = [[] for _ in range(params.lookup_ports)]     # lookups answered retry
+        store = core.store is not None
         lookgen = LookupGenerator(model, rng)
-        while stats.requests < requests or stats.lookups < min_lookups or cur is not None:
+        while (stats.requests < requests or stats.lookups < min_lookups or cur is not None
+               or any(again) or any(pending)):
             # --- request stream ---------------------------------------------------------
             if cur is None and stats.requests < requests:
                 readable, wlen = reqgen.draw()
@@ -100,10 +106,21 @@ def run_random(params, *, seed, requests, min_lookups=0, features=ALL_FEATURES, 
                 due = queue and queue[0][0] == cycle - LOOKUP_LATENCY
                 assert bool(rvalid) == bool(due), \
                     f"cycle {cycle} port {i}: response valid={rvalid}, expected {bool(due)}"
+                raw = None
                 if due:
-                    t0, old_t, new_t, req = queue.pop(0)
-                    got = translation_of(resp_layout.from_bits(
-                        ctx.get(port.resp.payload.as_value())))
+                    t0, old_t, new_t, req, lk = queue.pop(0)
+                    raw = resp_layout.from_bits(ctx.get(port.resp.payload.as_value()))
+                if raw is not None and raw.retry:
+                    # a miss: nothing decided; the same access is presented again
+                    assert store, f"cycle {cycle} port {i}: retry without a store"
+                    assert not raw.allowed and raw.reason == 0 and raw.flags == 0
+                    assert lk[3] < 500, f"seed {seed}: lookup {lk[:3]} retried 500 times"
+                    # presented again in the order first presented (a requester
+                    # retries its oldest access first)
+                    bisect.insort(again[i], lk[:3] + (lk[3] + 1, lk[4]), key=lambda x: x[4])
+                    stats.retries += 1
+                elif raw is not None:
+                    got = translation_of(raw)
                     if req is None:
                         allowed = [old_t]
                     else:
@@ -119,34 +136,42 @@ def run_random(params, *, seed, requests, min_lookups=0, features=ALL_FEATURES, 
                         f"answered {got}, expected one of {allowed} "
                         f"(request in flight: {req and req['readable'].hex()})")
                     stats.allowed += got.allowed
-                if held[i] is None and rng.random() < lookup_rate:
-                    held[i] = lookgen.draw()
+                if held[i] is None and again[i]:
+                    # a port with accesses answered retry presents only its oldest one
+                    # again, until it is decided (the others wait behind it)
+                    if not any(q[4][3] > 0 for q in queue):
+                        held[i] = again[i].pop(0)
+                elif (held[i] is None and rng.random() < lookup_rate and
+                      (stats.requests < requests or stats.lookups < min_lookups)):
+                    held[i] = lookgen.draw() + (0, stats.lookups + cycle * 1000)
                 ready = bool(ctx.get(port.req.ready))
                 if not ready:
                     assert i == 0, f"cycle {cycle} port {i}: not ready (only port 0 queries)"
                     stats.not_ready += 1
                 if held[i] is not None:
-                    ep, iova, write = held[i]
+                    ep, iova, write, _, _ = held[i]
                     ctx.set(port.req.valid, 1)
                     ctx.set(port.req.payload.endpoint, ep & ((1 << params.endpoint_width) - 1))
                     ctx.set(port.req.payload.iova, iova)
                     ctx.set(port.req.payload.write, write)
                 if held[i] is not None and ready:
-                    held[i] = None
+                    lk, held[i] = held[i], None
                     ep_eff = ep & ((1 << params.endpoint_width) - 1)
                     if cur is not None and cur["start"] is not None:
                         queue.append((cycle, cur["old"].translate(ep_eff, iova, write),
-                                      cur["new"].translate(ep_eff, iova, write), cur))
+                                      cur["new"].translate(ep_eff, iova, write), cur, lk))
                     else:
                         # Not started yet: the model already holds the drawn request's
                         # effect, so decide against the state before it.
                         state = cur["old"] if cur is not None else model
                         t = state.translate(ep_eff, iova, write)
-                        queue.append((cycle, t, t, None))
+                        queue.append((cycle, t, t, None, lk))
                     stats.lookups += 1
                 elif held[i] is None:
                     ctx.set(port.req.valid, 0)
 
+            if store:
+                queries += bool(ctx.get(core.executor.table_query_next))
             # --- response stream ------------------------------------------------------
             if resp_valid:
                 assert cur is not None and cur["k"] == len(cur["beats"]), \
@@ -171,7 +196,8 @@ def run_random(params, *, seed, requests, min_lookups=0, features=ALL_FEATURES, 
                     status = got[-4] if len(got) >= 4 else None
                     stats.statuses[status] = stats.statuses.get(status, 0) + 1
                     stats.requests += 1
-                    queries += 1 + cur["unmap"]
+                    if not store:
+                        queries += 1 + cur["unmap"]
                     cur = None
         stats.cycles = cycle
         assert stats.not_ready == queries, (

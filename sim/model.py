@@ -20,7 +20,8 @@ Status precedence (the first rule that matches decides):
   virt_end + 1 not granule-aligned -> RANGE; virt_end < virt_start -> INVAL; IOVA range not
   inside input_range -> RANGE; phys_start + size beyond 2**64 -> RANGE; domain absent ->
   NOENT; bypass domain -> INVAL; overlaps a reserved region of an endpoint attached to the
-  domain -> INVAL; overlaps a mapping of the domain -> INVAL; table full -> NOMEM; else OK.
+  domain -> INVAL; physical range touches the store's region -> INVAL; overlaps a mapping
+  of the domain -> INVAL; ``capacity`` mappings held -> NOMEM; else OK.
 * UNMAP:   MAP_UNMAP not negotiated -> UNSUPP; reserved != 0 -> INVAL; domain outside
   domain_range -> RANGE; virt_end < virt_start -> INVAL; range not inside input_range ->
   RANGE; domain absent -> NOENT; bypass domain -> INVAL; a mapping of the domain overlaps
@@ -231,10 +232,13 @@ class DeviceModel:
             return Status.INVAL
         if self._resv_conflict(req.domain, req.virt_start, req.virt_end):
             return Status.INVAL
+        if self.params.in_store_region(req.phys_start,
+                                       req.phys_start + req.virt_end - req.virt_start):
+            return Status.INVAL     # the store's own memory is never mapped
         for m in dom.mappings.values():
             if req.virt_start <= m.end and req.virt_end >= m.start:
                 return Status.INVAL
-        if self.n_mappings >= self.params.entries:
+        if self.n_mappings >= self.params.capacity:
             return Status.NOMEM
         dom.mappings[req.virt_start] = Mapping(req.virt_start, req.virt_end,
                                                req.phys_start, int(req.flags))
@@ -306,7 +310,19 @@ class DeviceModel:
         the domain's mapping containing ``iova`` decides: a write needs WRITE, a read needs
         READ (or WRITE when ``write_only_reads``); no mapping, or no permission, is denied
         (reason MAPPING). Fault flags: READ or WRITE, and ADDRESS (the address is valid).
+        An access let through untranslated (bypass, MSI) into the store's region is denied
+        (reason MAPPING).
         """
+        t = self._translate(ep, iova, write)
+        if t.allowed and t.via != LookupVia.MAPPING and self.params.in_store_region(iova):
+            # an untranslated access never reaches the store's own memory (a mapping
+            # never points into it: MAP refuses that)
+            access = FaultFlag.WRITE if write else FaultFlag.READ
+            return Translation(False, reason=int(FaultReason.MAPPING),
+                               flags=int(access | FaultFlag.ADDRESS))
+        return t
+
+    def _translate(self, ep, iova, write):
         access = FaultFlag.WRITE if write else FaultFlag.READ
         fflags = int(access | FaultFlag.ADDRESS)
         deny = lambda reason: Translation(False, reason=int(reason), flags=fflags)

@@ -57,6 +57,8 @@ def decoded_layout(params):
         Per endpoint: the range overlaps one of the endpoint's reserved regions.
     ``offset``
         MAP: ``phys_start - virt_start`` in pages, the entry's payload.
+    ``store_ovl``
+        MAP: the physical range touches the store's region (0 without one).
     """
     n_eps = params.n_endpoints
     return data.StructLayout({
@@ -66,7 +68,7 @@ def decoded_layout(params):
         "ep_oh": n_eps, "dom_exists": 1, "dom_slot": ceil_log2(n_eps), "dom_bypass": 1,
         "misaligned": 1, "reversed": 1, "iova_out": 1, "vs_zero": 1,
         "phys_over": 1, "vs_m1": 64, "ve_p1": 65, "resv_ovl": n_eps,
-        "offset": params.phys_page_bits,
+        "offset": params.phys_page_bits, "store_ovl": 1,
     })
 
 
@@ -185,8 +187,16 @@ class RequestDecoder(wiring.Component):
         cs_a, cs_b, cs_c = map_.phys_start, ve, ~vs
         cs_sum = cs_a ^ cs_b ^ cs_c
         cs_carry = (cs_a & cs_b) | (cs_a & cs_c) | (cs_b & cs_c)
-        phys_over = (Cat(cs_sum, Const(0, 2)) +
-                     Cat(Const(1, 1), cs_carry, Const(0, 1)))[65]
+        phys_sum = Signal(66, name="phys_sum")      # phys_start + ve - vs, 66 bits
+        m.d.comb += phys_sum.eq(Cat(cs_sum, Const(0, 2)) +
+                                Cat(Const(1, 1), cs_carry, Const(0, 1)))
+        phys_over = phys_sum[65]
+        if p.store_region is None:
+            store_ovl = Const(0)
+        else:
+            # the last physical byte is phys_sum[:64] (phys_over is answered first)
+            store_ovl = ((map_.phys_start <= p.store_region[1]) &
+                         (phys_sum[:64] >= p.store_region[0]))
         d = self.decoded
         m.d.comb += [
             d.type_ok.eq((rtype >= ReqType.ATTACH) & (rtype <= ReqType.PROBE) &
@@ -220,6 +230,7 @@ class RequestDecoder(wiring.Component):
             d.vs_zero.eq(vs == 0),
             d.iova_out.eq((vs < p.input_range[0]) | (ve > p.input_range[1])),
             d.phys_over.eq(phys_over),
+            d.store_ovl.eq(store_ovl),
             d.offset.eq(map_.phys_start[shift:] - map_.virt_start[shift:]),
             d.vs_m1.eq(vs - 1),
             d.ve_p1.eq(ve + 1),

@@ -4,11 +4,13 @@ from amaranth.hdl import Module, Signal, Cat, Const, Mux
 from amaranth.lib import wiring, data, stream
 from amaranth.lib.wiring import In, Out
 
-from .layouts import (ReqBeat, RespBeat, Features, Status, AttachReq, MapReq,
-                      REQ_TAIL_SIZE, mapping_entry_layout, endpoint_state_layout, DomainState)
+from .layouts import (ReqBeat, RespBeat, Features, Status, AttachReq, MapReq, UnmapReq,
+                      REQ_TAIL_SIZE, mapping_entry_layout, endpoint_state_layout, DomainState,
+                      lookup_miss_layout)
 from .lookup import LOOKUP_LATENCY
 from .decoder import RequestDecoder, decoded_layout, BUF_WORDS, COUNT_MAX
 from .response import ResponseFormatter
+from ..store.layouts import StoreOp, StoreStatus, op_layout, result_layout, record_layout
 from ..util import tree_any, onehot_mux, onehot_encode, priority_encode, ceil_log2
 
 
@@ -52,6 +54,18 @@ class _Registers:
         # registers keep a subtract and a compare out of that path.
         self.resp_left = Signal(16)
         self.resp_last = Signal()
+        # --- statistics -----------------------------------------------------------------
+        self.nomem = Signal(32)         # MAPs answered NOMEM (saturating)
+        # --- mapping store (params.mappings) --------------------------------------------
+        if params.mappings:
+            sp = params.store_params
+            self.kill_store = Signal()              # APPLY: the endpoint's domain died
+            self.kill_slot = Signal(dslot_bits)
+            self.fill_port = Signal(params.lookup_ports)    # one-hot: whose miss
+            self.fill_key = Signal(lookup_miss_layout(params))
+            self.fill_rec = Signal(record_layout(sp))
+            self.fill_offset = Signal(params.phys_page_bits)
+            self.victim = Signal(range(n))          # the next entry a fill evicts
 
 
 class Executor(wiring.Component):
@@ -138,7 +152,7 @@ class Executor(wiring.Component):
         self._dslot_bits = ceil_log2(n_eps)
         entry = mapping_entry_layout(params.page_bits, self._dslot_bits,
                                      params.phys_page_bits)
-        super().__init__({
+        members = {
             "req":  In(stream.Signature(ReqBeat)),
             "resp": Out(stream.Signature(RespBeat)),
             "features": In(Features),
@@ -164,7 +178,22 @@ class Executor(wiring.Component):
             "table_free_valid":    In(1),
             "table_free_index":    In(range(params.entries)),
             "table_free_onehot":   In(params.entries),
-        })
+            "nomem_count":         Out(32),
+        }
+        if params.mappings:
+            sp = params.store_params
+            ports = params.lookup_ports
+            members.update({
+                "store_op":      Out(stream.Signature(op_layout(sp))),
+                "store_result":  In(stream.Signature(result_layout(sp))),
+                "miss_valid":    In(ports),
+                "miss":          In(lookup_miss_layout(params)).array(ports),
+                "miss_ack":      Out(ports),
+                "absent_set":    Out(ports),
+                "absent_key":    Out(lookup_miss_layout(params)),
+                "absent_clear":  Out(1),
+            })
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -202,8 +231,11 @@ class Executor(wiring.Component):
             self._unmap(m, r)                       # UNMAP_OVERLAP, UNMAP_COVER, UNMAP_KILL
             self._apply(m, r, ep_index)             # APPLY
             self._answer(m, r)                      # WAIT, RESP
+            if self._params.mappings:
+                self._store_states(m, r)            # MAP_STORE ... KILL_RESULT
+                self._fill(m, r)                    # FILL ... FILL_WRITE
 
-        m.d.comb += self.busy.eq(~self.req.ready)
+        m.d.comb += [self.busy.eq(~self.req.ready), self.nomem_count.eq(r.nomem)]
         #: internal registers the formal harness ties together (induction strengtheners)
         self.formal_view = {
             "count": r.count, "beat": r.beat, "ready": r.ready,
@@ -232,6 +264,23 @@ class Executor(wiring.Component):
         # index in front of every entry).
         m.d.sync += r.write_sel.eq(0)
         entry = self.table_write_entry
+        if p.mappings:
+            # With a store, only fills write the table (a MAP goes to the store): the
+            # entry is the record the fill found, held from FILL_PREP to FILL_WRITE.
+            rec = r.fill_rec
+            m.d.comb += [
+                self.table_write_index.eq(r.free_slot),
+                self.table_write_sel.eq(r.write_sel),
+                entry.tag.valid.eq(1),
+                entry.tag.dslot.eq(r.fill_key.dslot),
+                entry.tag.start.eq(rec.start),
+                entry.tag.end.eq(rec.end),
+                entry.payload.offset.eq(r.fill_offset),
+                entry.tag.read.eq(rec.read),
+                entry.tag.write.eq(rec.write),
+                entry.payload.mmio.eq(rec.mmio),
+            ]
+            return
         m.d.comb += [
             self.table_write_index.eq(r.free_slot),
             self.table_write_sel.eq(r.write_sel),
@@ -282,9 +331,18 @@ class Executor(wiring.Component):
             m.d.sync += [r.resp_beat.eq(r.resp_beat + 1), r.resp_left.eq(r.resp_left - 8),
                          r.resp_last.eq(r.resp_left <= 16)]
             with m.If(self.resp.payload.last):
-                m.d.sync += [r.beat.eq(0), r.count.eq(0), r.extra_nz.eq(0), r.buf.eq(0),
-                             r.ready.eq(1)]
-                m.next = "RECV"
+                m.d.sync += [r.beat.eq(0), r.count.eq(0), r.extra_nz.eq(0), r.buf.eq(0)]
+                if self._params.mappings:
+                    # a waiting miss is filled before the next request (requests and
+                    # fills take turns)
+                    with m.If(self.miss_valid.any()):
+                        m.next = "FILL"
+                    with m.Else():
+                        m.d.sync += r.ready.eq(1)
+                        m.next = "RECV"
+                else:
+                    m.d.sync += r.ready.eq(1)
+                    m.next = "RECV"
 
     # --- the FSM's states ---------------------------------------------------------------
 
@@ -309,6 +367,11 @@ class Executor(wiring.Component):
                     m.d.sync += [r.wlen.eq(beat_in.wlen), r.ready.eq(0)]
                     m.d.comb += self.table_query_next.eq(1)     # DECODE queries
                     m.next = "DECODE"
+            if self._params.mappings:
+                # between requests (no beat of one taken yet), a waiting miss is filled
+                with m.Elif((r.beat == 0) & self.miss_valid.any()):
+                    m.d.sync += r.ready.eq(0)
+                    m.next = "FILL"
 
     def _decode(self, m, r, dec):
         """DECODE (D1): register the decoded request; ask the table about its range (the
@@ -405,10 +468,10 @@ class Executor(wiring.Component):
                     respond(Status.RANGE)
                 with m.Elif(~d.dom_exists):
                     respond(Status.NOENT)
-                with m.Elif(d.dom_bypass | resv_conflict):
+                with m.Elif(d.dom_bypass | resv_conflict | d.store_ovl):
                     respond(Status.INVAL)
                 with m.Else():
-                    m.next = "MAP"
+                    m.next = "MAP_STORE" if p.mappings else "MAP"
             with m.Else():   # UNMAP
                 with m.If(d.reserved_nz):
                     respond(Status.INVAL)
@@ -426,7 +489,10 @@ class Executor(wiring.Component):
                     m.next = "UNMAP_OVERLAP"
 
     def _map(self, m, r):
-        """MAP: decide from the overlap answer and the free slot; MAP_WRITE: write."""
+        """MAP: decide from the overlap answer and the free slot; MAP_WRITE: write.
+        (Without a store only: with one, a MAP goes to the store.)"""
+        if self._params.mappings:
+            return
         with m.State("MAP"):
             # Decide here, write in the next cycle: the decision (a reduction over every
             # entry) and the write (a fan-out to every entry) would not fit in one.
@@ -442,6 +508,8 @@ class Executor(wiring.Component):
                 m.d.sync += [r.free_slot.eq(self.table_free_index),
                              r.write_sel.eq(self.table_free_onehot)]
                 m.next = "MAP_WRITE"
+            with m.If(~ovl_any & ~self.table_free_valid):
+                self._count_nomem(m, r)
 
         with m.State("MAP_WRITE"):
             # The entry is written at the end of this cycle, and the OK status is
@@ -462,8 +530,14 @@ class Executor(wiring.Component):
             # Overlap: virt_start <= end_i and virt_end >= start_i (asked in DECODE).
             m.d.sync += r.overlap.eq(self.table_x_ge_start & self.table_y_le_end &
                                      self.table_in_domain)
-            m.next = "UNMAP_COVER"
+            # With a store, the store decides (its UNMAP is all or nothing over every
+            # mapping); the table's overlapping entries are copies of mappings inside
+            # the range, killed once the store has removed them.
+            m.next = "UNMAP_STORE" if p.mappings else "UNMAP_COVER"
 
+        if p.mappings:
+            self._unmap_kill(m, r)
+            return
         with m.State("UNMAP_COVER"):
             # Both flags come from the decode registers, so that no zero test of the
             # buffer's 64-bit address sits in front of this reduction.
@@ -476,6 +550,9 @@ class Executor(wiring.Component):
             with m.If(~partial):
                 m.next = "UNMAP_KILL"
 
+        self._unmap_kill(m, r)
+
+    def _unmap_kill(self, m, r):
         with m.State("UNMAP_KILL"):
             m.d.comb += self.table_kill.eq(r.overlap)
             self._respond(m, r, Status.OK, then="WAIT")
@@ -489,6 +566,13 @@ class Executor(wiring.Component):
             with m.Else():
                 self._leave(m, ep_index, r.last_in_dom, r.cur)
             self._respond(m, r, Status.OK, then="WAIT")
+            if self._params.mappings:
+                # a dying domain's mappings leave the store too, before anything else
+                # (a fill) can read them; the absent registers are forgotten
+                m.d.comb += self.absent_clear.eq(1)
+                m.d.sync += r.kill_slot.eq(r.cur.dslot)
+                with m.If(self.table_kill_dslot_en):
+                    m.next = "KILL_STORE"
 
     def _answer(self, m, r):
         """WAIT: let lookups decided against the old state leave the pipeline; RESP: offer
@@ -500,6 +584,174 @@ class Executor(wiring.Component):
 
         with m.State("RESP"):
             self._present(m, r)
+
+    def _count_nomem(self, m, r):
+        """Count a MAP answered NOMEM (the guest never reads MAP's status)."""
+        with m.If(~r.nomem.all()):
+            m.d.sync += r.nomem.eq(r.nomem + 1)
+
+    # --- with a mapping store -----------------------------------------------------------
+
+    def _store_states(self, m, r):
+        """MAP_STORE, MAP_RESULT: the store inserts the mapping unless it overlaps one of
+        the domain's or the store is full. UNMAP_STORE, UNMAP_RESULT: the store removes
+        every mapping inside the range, or none; then UNMAP_KILL kills the table's copies.
+        KILL_STORE, KILL_RESULT: a domain died; its mappings leave the store."""
+        p = self._params
+        shift, ib = p.page_shift, p.iova_bits
+        op, res = self.store_op, self.store_result
+        map_ = MapReq(r.buf[:288])
+        unmap = UnmapReq(r.buf[:224])
+
+        with m.State("MAP_STORE"):
+            m.d.comb += [
+                op.valid.eq(1),
+                op.payload.op.eq(StoreOp.MAP),
+                op.payload.slot.eq(r.d.dom_slot),
+                op.payload.start.eq(map_.virt_start[shift:ib]),
+                op.payload.end.eq(map_.virt_end[shift:ib]),
+                op.payload.phys.eq(map_.phys_start[shift:]),
+                op.payload.read.eq(map_.flags[0]),
+                op.payload.write.eq(map_.flags[1]),
+                op.payload.mmio.eq(map_.flags[2]),
+            ]
+            with m.If(op.ready):
+                m.next = "MAP_RESULT"
+
+        with m.State("MAP_RESULT"):
+            m.d.comb += res.ready.eq(1)
+            with m.If(res.valid):
+                st = res.payload.status
+                self._respond(m, r, Mux(st == StoreStatus.OK, Status.OK,
+                                        Mux(st == StoreStatus.NOMEM, Status.NOMEM,
+                                            Status.INVAL)))
+                with m.If(st == StoreStatus.OK):
+                    # the page may be absent no more (the response is valid from the
+                    # next cycle, when no absent register holds it)
+                    m.d.comb += self.absent_clear.eq(1)
+                with m.If(st == StoreStatus.NOMEM):
+                    self._count_nomem(m, r)
+
+        with m.State("UNMAP_STORE"):
+            m.d.comb += [
+                op.valid.eq(1),
+                op.payload.op.eq(StoreOp.UNMAP),
+                op.payload.slot.eq(r.d.dom_slot),
+                op.payload.start.eq(unmap.virt_start[shift:ib]),
+                op.payload.end.eq(unmap.virt_end[shift:ib]),
+                op.payload.start_partial.eq(unmap.virt_start[:shift] != 0),
+                op.payload.end_partial.eq(~unmap.virt_end[:shift] != 0),
+            ]
+            with m.If(op.ready):
+                m.next = "UNMAP_RESULT"
+
+        with m.State("UNMAP_RESULT"):
+            m.d.comb += res.ready.eq(1)
+            with m.If(res.valid):
+                with m.If(res.payload.status == StoreStatus.OK):
+                    m.next = "UNMAP_KILL"
+                with m.Else():
+                    self._respond(m, r, Status.RANGE)
+
+        with m.State("KILL_STORE"):
+            m.d.comb += [op.valid.eq(1), op.payload.op.eq(StoreOp.KILL),
+                         op.payload.slot.eq(r.kill_slot)]
+            with m.If(op.ready):
+                m.next = "KILL_RESULT"
+
+        with m.State("KILL_RESULT"):
+            m.d.comb += res.ready.eq(1)
+            with m.If(res.valid):
+                m.next = "WAIT"
+
+    def _fill(self, m, r):
+        """Fill the table from the store for a lookup port's miss, between requests.
+
+        FILL takes the first waiting miss; FILL_FIND, FILL_WAIT ask the store for the
+        mapping holding the page (none: the port's absent register takes the page, and
+        its next presentation is denied). FILL_PREP computes the entry's offset and
+        announces a table query; FILL_QUERY, FILL_QWAIT, FILL_CHECK ask whether an entry
+        already holds the mapping (another port's fill), else take a free entry, or evict
+        the next victim: killed in FILL_CHECK, rewritten two cycles later, so that no
+        lookup reads the new payload for the old entry's hit; FILL_WRITE writes it. Then
+        back to RECV. A fill installs a mapping that is in the store at that moment:
+        requests wait for it to finish, and no request's change happens during one."""
+        p = self._params
+        n, ports = p.entries, p.lookup_ports
+        op, res = self.store_op, self.store_result
+        key = r.fill_key
+
+        def back():
+            m.d.sync += r.ready.eq(1)
+            m.next = "RECV"
+
+        with m.State("FILL"):
+            # the first waiting miss after the port served last (round robin: no port
+            # waits behind another's stream of misses)
+            waiting = self.miss_valid
+            after = Signal(ports, name="fill_after")
+            m.d.comb += after.eq(waiting & ~((r.fill_port << 1) - 1))
+            pick = Mux(after.any(), after, waiting)
+            onehot = Signal(ports, name="fill_onehot")
+            m.d.comb += onehot.eq(pick & ~(pick - 1))
+            m.d.comb += self.miss_ack.eq(onehot)
+            m.d.sync += [r.fill_port.eq(onehot),
+                         key.eq(onehot_mux(onehot, [self.miss[i] for i in range(ports)]))]
+            m.next = "FILL_FIND"
+
+        with m.State("FILL_FIND"):
+            m.d.comb += [op.valid.eq(1), op.payload.op.eq(StoreOp.FIND),
+                         op.payload.slot.eq(key.dslot), op.payload.start.eq(key.page)]
+            with m.If(op.ready):
+                m.next = "FILL_WAIT"
+
+        with m.State("FILL_WAIT"):
+            m.d.comb += res.ready.eq(1)
+            with m.If(res.valid):
+                m.d.sync += r.fill_rec.eq(res.payload.record)
+                with m.If(res.payload.status == StoreStatus.OK):
+                    m.next = "FILL_PREP"
+                with m.Else():
+                    m.d.comb += [self.absent_set.eq(r.fill_port), self.absent_key.eq(key)]
+                    back()
+
+        with m.State("FILL_PREP"):
+            rec = r.fill_rec
+            m.d.sync += r.fill_offset.eq(rec.phys - rec.start)
+            m.d.comb += self.table_query_next.eq(1)
+            m.next = "FILL_QUERY"
+
+        with m.State("FILL_QUERY"):
+            # overlap of [start, end]: end >= start_i and start <= end_i
+            m.d.comb += [self.table_query_x.eq(r.fill_rec.end),
+                         self.table_query_y.eq(r.fill_rec.start),
+                         self.table_query_dslot.eq(key.dslot)]
+            m.next = "FILL_QWAIT"
+
+        with m.State("FILL_QWAIT"):
+            m.next = "FILL_CHECK"
+
+        with m.State("FILL_CHECK"):
+            held = (self.table_x_ge_start & self.table_y_le_end & self.table_in_domain).any()
+            with m.If(held):
+                back()
+            with m.Elif(self.table_free_valid):
+                m.d.sync += [r.free_slot.eq(self.table_free_index),
+                             r.write_sel.eq(self.table_free_onehot)]
+                m.next = "FILL_WRITE"
+            with m.Else():
+                m.d.comb += self.table_kill.eq(Const(1, n) << r.victim)
+                m.d.sync += [r.free_slot.eq(r.victim),
+                             r.victim.eq(Mux(r.victim == n - 1, 0, r.victim + 1))]
+                m.next = "FILL_EVICT"
+
+        with m.State("FILL_EVICT"):
+            m.d.sync += r.write_sel.eq(Const(1, n) << r.free_slot)
+            m.next = "FILL_WRITE"
+
+        with m.State("FILL_WRITE"):
+            m.d.comb += self.table_write_en.eq(1)
+            back()
 
     # --- APPLY's changes to the endpoint and domain state -------------------------------
 

@@ -31,6 +31,7 @@ __all__ = [
     "REQ_READABLE_SIZE", "REQ_TAIL_SIZE",
     # internal stream payloads
     "ReqBeat", "RespBeat", "lookup_request_layout", "LookupVia", "lookup_response_layout",
+    "lookup_miss_layout",
     "Features", "mapping_entry_layout", "mapping_tag_layout", "mapping_payload_layout",
     "endpoint_state_layout", "DomainState",
     # board: serial bridge and board control registers
@@ -370,6 +371,9 @@ def lookup_response_layout(endpoint_width):
     ``reason`` / ``flags`` are the fault report's fields (:class:`FaultReason`,
     :class:`FaultFlag`), ``phys`` is ``iova`` and ``mmio`` is 0 (a denial carries no
     translation), and ``endpoint`` / ``iova`` echo the request for the report.
+    ``retry``: with a mapping store, the mapping table missed and the store is being asked:
+    nothing is decided (``allowed`` 0, ``reason`` and ``flags`` 0, no fault to report);
+    present the same access again. Always 0 without a store.
     """
     return data.StructLayout({
         "allowed":  unsigned(1),
@@ -381,6 +385,16 @@ def lookup_response_layout(endpoint_width):
         "endpoint": unsigned(endpoint_width),
         "iova":     unsigned(64),
         "write":    unsigned(1),
+        "retry":    unsigned(1),
+    })
+
+
+def lookup_miss_layout(params):
+    """A lookup port's miss, waiting for a fill from the mapping store: the domain slot
+    and the IOVA page number."""
+    return data.StructLayout({
+        "dslot": unsigned(max(1, (params.n_endpoints - 1).bit_length())),
+        "page":  unsigned(params.page_bits),
     })
 
 

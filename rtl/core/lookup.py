@@ -6,15 +6,21 @@ from amaranth.lib.wiring import In, Out
 
 from .layouts import (lookup_request_layout, lookup_response_layout, mapping_tag_layout,
                       mapping_payload_layout, endpoint_state_layout, LookupVia, FaultReason,
-                      ResvSubtype)
+                      ResvSubtype, lookup_miss_layout)
 from ..util import tree_any, onehot_mux, ceil_log2, uge
 
 
-__all__ = ["LookupPort", "LOOKUP_LATENCY", "region_checks"]
+__all__ = ["LookupPort", "LOOKUP_LATENCY", "ABSENT_KEYS", "region_checks"]
 
 
 #: Cycles from a lookup request to its response.
 LOOKUP_LATENCY = 3
+
+#: With a mapping store: the pages a port remembers the store does not map (its absent
+#: registers). As many as the accesses a port has in flight (the pipeline's 3 and one
+#: presented again), so a requester that presents its accesses again in order is never
+#: starved by its own other misses.
+ABSENT_KEYS = 4
 
 
 def region_checks(params, addr):
@@ -79,6 +85,25 @@ class LookupPort(wiring.Component):
     :attr:`unattached_bypass`) come
     from the core's tables. The request inputs feed the comparators directly, so they
     should be driven from flip-flops.
+
+    With a mapping store (``params.mappings``), the table is a cache and a lookup that
+    finds no entry whose range holds the page (``s1_range``, beside ``s1_hit``: an entry in
+    range without the permission is a denial, not a miss) is a *miss*, unless one of the
+    port's :data:`ABSENT_KEYS` *absent* registers holds its (domain slot, page): the store
+    was asked and holds no such mapping, so the lookup is denied. A miss is answered with ``retry`` (nothing
+    decided, no fault) and, if the port has no miss waiting, recorded in :attr:`miss`
+    (:attr:`miss_valid`) for the executor, which fills the table from the store between
+    requests; a later presentation of the same access then hits, or is denied by the
+    absent register. A miss does not stop the port: the following lookups are answered
+    as usual, hits at once, other misses with ``retry`` (one miss waits per port).
+
+    * ``miss_valid``, ``miss`` (Out): the waiting miss; ``miss_ack`` (In) takes it.
+    * ``absent_set`` (In): the next absent register in turn := ``absent_key`` (In);
+      ``absent_clear`` (In, wins): forget them all (a MAP or an ATTACH may have made a
+      page mapped).
+
+    With a store region (``params.store_region``), an access the port lets through
+    untranslated (bypass, MSI window) into that region is denied (reason MAPPING).
     """
 
     def __init__(self, params, *, query=False):
@@ -100,6 +125,15 @@ class LookupPort(wiring.Component):
             "endpoints": In(data.ArrayLayout(endpoint_state_layout(self._dslot_bits), n_eps)),
             "unattached_bypass": In(1),
         }
+        if params.mappings:
+            members.update({
+                "miss_valid":   Out(1),
+                "miss":         Out(lookup_miss_layout(params)),
+                "miss_ack":     In(1),
+                "absent_set":   In(1),
+                "absent_key":   In(lookup_miss_layout(params)),
+                "absent_clear": In(1),
+            })
         if query:
             members.update({
                 "query_next":  In(1),
@@ -153,7 +187,10 @@ class LookupPort(wiring.Component):
                                         if r in mine and r.subtype == ResvSubtype.RESERVED]))
         s0 = Signal(data.StructLayout({
             "valid": 1, "ep_hit": n_eps, "msi": n_eps, "resv": n_eps, "in_range": 1,
-            "endpoint": len(req.endpoint), "iova": 64, "write": 1}))
+            "store": 1, "endpoint": len(req.endpoint), "iova": 64, "write": 1}))
+        if p.store_region is not None:
+            m.d.sync += s0.store.eq((req.iova >= p.store_region[0]) &
+                                    (req.iova <= p.store_region[1]))
         m.d.sync += [
             s0.valid.eq(accept),
             s0.ep_hit.eq(ep_hit_in),
@@ -206,11 +243,39 @@ class LookupPort(wiring.Component):
         ep_state = self.endpoints[0].shape()(onehot_mux(
             ep_hit, [self.endpoints[e] for e in range(n_eps)]))
         s1_hit = Signal(n)
+        s1_range = Signal(n)        # with a store: the entry's range holds the page
         s1 = Signal(data.StructLayout({
             "valid": 1, "known": 1, "attached": 1, "bypass": 1, "ub": 1, "msi": 1, "resv": 1,
             "in_range": 1, "map_en": 1, "endpoint": len(req.endpoint), "iova": 64,
-            "write": 1}))
+            "write": 1, "store": 1, "dslot": self._dslot_bits, "absent": 1}))
+        store = bool(p.mappings)
+        if store:
+            # the absent registers (see the class docstring), compared here with the
+            # endpoint's domain slot and the page; replaced in turn
+            absent_valid = Signal(ABSENT_KEYS, name="absent_valid")
+            absent = [Signal(lookup_miss_layout(p), name=f"absent{k}")
+                      for k in range(ABSENT_KEYS)]
+            turn = Signal(range(ABSENT_KEYS), name="absent_turn")
+            with m.If(self.absent_clear):
+                m.d.sync += absent_valid.eq(0)
+            known = tree_any([absent_valid[k] & (absent[k].as_value() ==
+                                                  self.absent_key.as_value())
+                              for k in range(ABSENT_KEYS)])
+            with m.Elif(self.absent_set & ~known):      # a page is remembered once
+                m.d.sync += turn.eq(turn + 1)
+                with m.Switch(turn):
+                    for k in range(ABSENT_KEYS):
+                        with m.Case(k):
+                            m.d.sync += [absent_valid[k].eq(1), absent[k].eq(self.absent_key)]
+            page = s0.iova[shift:p.iova_bits]
+            m.d.sync += [
+                s1.dslot.eq(ep_state.dslot),
+                s1.absent.eq(tree_any([absent_valid[k] & (absent[k].dslot == ep_state.dslot) &
+                                       (absent[k].page == page)
+                                       for k in range(ABSENT_KEYS)])),
+            ]
         m.d.sync += [
+            s1.store.eq(s0.store),
             s1.valid.eq(s0.valid),
             # The table decides: stage 3's ``use_map`` (the Else of its decision chain,
             # written out here once more from the same stage-1 flags) and the input range.
@@ -241,6 +306,8 @@ class LookupPort(wiring.Component):
             le_end = uge(t.end, ys[b])
             in_domain = t.valid & (t.dslot == bank_dslot[b])
             m.d.sync += s1_hit[i].eq(in_domain & perm & ge_start & le_end)
+            if store:
+                m.d.sync += s1_range[i].eq(in_domain & ge_start & le_end)
             if self._query:
                 m.d.sync += [self.x_ge_start[i].eq(ge_start), self.y_le_end[i].eq(le_end),
                              self.in_domain[i].eq(in_domain)]
@@ -276,6 +343,28 @@ class LookupPort(wiring.Component):
         with m.Else():
             m.d.comb += use_map.eq(1)
         map_ok = s1_hit.any() & c.in_range
+        if store:
+            # a miss: no entry's range holds the page, and the store was not found
+            # without it (the absent register); one miss waits per port
+            retry = use_map & c.in_range & ~s1_range.any() & ~c.absent
+            miss_valid = Signal(name="miss_valid")
+            with m.If(self.miss_ack):
+                m.d.sync += miss_valid.eq(0)
+            with m.If(c.valid & retry & ~miss_valid):
+                m.d.sync += [miss_valid.eq(1), self.miss.dslot.eq(c.dslot),
+                             self.miss.page.eq(c.iova[shift:p.iova_bits])]
+            m.d.comb += self.miss_valid.eq(miss_valid)
+        else:
+            retry = Const(0)
+        if p.store_region is not None:
+            # nothing untranslated reaches the store's own memory
+            into_store = d_allowed & c.store
+            d_allowed_final = Signal()
+            d_reason_final = Signal(FaultReason)
+            m.d.comb += [d_allowed_final.eq(d_allowed & ~c.store),
+                         d_reason_final.eq(Mux(into_store, FaultReason.MAPPING, d_reason))]
+            d_allowed, d_reason = d_allowed_final, d_reason_final
+            d_via = Mux(c.store, LookupVia.NONE, d_via)
         allowed = Mux(use_map, map_ok, d_allowed)
         # The table reads 0 when no entry hits, and when ``payload_en`` (``map_en``) is 0:
         # its payload is 0 unless the access is translated (``use_map & map_ok``), so the
@@ -290,8 +379,10 @@ class LookupPort(wiring.Component):
             resp.write.eq(c.write),
             resp.allowed.eq(allowed),
             resp.via.eq(Mux(use_map, Mux(map_ok, LookupVia.MAPPING, LookupVia.NONE), d_via)),
-            resp.reason.eq(Mux(use_map, Mux(map_ok, 0, FaultReason.MAPPING), d_reason)),
-            resp.flags.eq(Mux(allowed, 0, access)),
+            resp.reason.eq(Mux(use_map, Mux(map_ok | retry, 0, FaultReason.MAPPING),
+                               d_reason)),
+            resp.flags.eq(Mux(allowed | (use_map & retry), 0, access)),
+            resp.retry.eq(use_map & retry),
             resp.phys.eq(phys),
             resp.mmio.eq(payload.mmio),
         ]

@@ -74,12 +74,25 @@ class CoreParams:
     write_only_reads : bool
         Allow reads through a mapping with WRITE but not READ (the v0.7 "write-only may
         imply read-write" rule). Default False (strict).
+    mappings : int
+        0 (the default): the mapping table holds every mapping, and MAP answers NOMEM when
+        its ``entries`` are taken. 1..2**20: a mapping store holds up to ``mappings``
+        mappings (``docs/mapping-store.md``) and the table is a cache of it, filled on a
+        lookup's miss.
+    store : str
+        Where the store keeps its records: ``"bram"`` (block RAM) or ``"axi"`` (external
+        memory from ``store_base``, through the store's own AXI4 master).
+    store_base : int
+        With ``store="axi"``: the first byte of the store's region, a multiple of 32
+        (default ``1 << 32``). The region holds :attr:`store_region`; MAPs onto it are
+        refused and no lookup grants an address in it.
     """
 
     def __init__(self, *, entries=64, endpoints=8, endpoint_width=16, lookup_ports=1,
                  page_size_mask=_U64 & ~0xfff, input_range=(0, _U64),
                  domain_range=(0, _U32), resv_regions=(DEFAULT_MSI_REGION,),
-                 probe_size=None, write_only_reads=False):
+                 probe_size=None, write_only_reads=False, mappings=0, store="bram",
+                 store_base=1 << 32):
         self.entries = _check_int("entries", entries, 1, 1024)
         self.endpoint_width = _check_int("endpoint_width", endpoint_width, 1, 32)
         self.lookup_ports = _check_int("lookup_ports", lookup_ports, 1, 8)
@@ -183,7 +196,44 @@ class CoreParams:
             raise TypeError(f"write_only_reads must be a bool, not {write_only_reads!r}")
         self.write_only_reads = write_only_reads
 
+        self.mappings = _check_int("mappings", mappings, 0, 1 << 20)
+        if store not in ("bram", "axi"):
+            raise ValueError(f"store must be 'bram' or 'axi', not {store!r}")
+        self.store = store
+        self.store_base = _check_int("store_base", store_base, 0, _U64)
+        if store_base % 32:
+            raise ValueError(f"store_base {store_base:#x} must be a multiple of 32")
+        self.store_region = None
+        if self.mappings and store == "axi":
+            from ..store.dma_memory import region_size
+            last = store_base + region_size(self.store_params) - 1
+            if last > _U64:
+                raise ValueError(f"the store's region from {store_base:#x} "
+                                 f"({region_size(self.store_params)} bytes) passes 2**64")
+            self.store_region = (store_base, last)
+
     # --- derived ------------------------------------------------------------------------
+
+    @property
+    def store_params(self):
+        """The store's :class:`~viommu.rtl.store.layouts.StoreParams` (with ``mappings``)."""
+        from ..store.layouts import StoreParams
+        return StoreParams(capacity=self.mappings, page_bits=self.page_bits,
+                           slots=self.n_endpoints, phys_page_bits=self.phys_page_bits)
+
+    @property
+    def capacity(self):
+        """The most mappings the device holds: ``mappings``, or ``entries`` without a
+        store."""
+        return self.mappings or self.entries
+
+    def in_store_region(self, start, end=None):
+        """Whether ``[start, end]`` (one address if ``end`` is None) touches the store's
+        region."""
+        if self.store_region is None:
+            return False
+        end = start if end is None else end
+        return start <= self.store_region[1] and end >= self.store_region[0]
 
     @property
     def granule(self):
@@ -238,5 +288,6 @@ class CoreParams:
         })
 
     def __repr__(self):
+        store = (f", mappings={self.mappings} in {self.store}" if self.mappings else "")
         return (f"CoreParams(entries={self.entries}, endpoints={self.endpoint_ids}, "
-                f"lookup_ports={self.lookup_ports}, page_shift={self.page_shift})")
+                f"lookup_ports={self.lookup_ports}, page_shift={self.page_shift}{store})")

@@ -38,7 +38,7 @@ Let a request's response be first valid (``resp.valid``) in cycle ``c``.
    single clock edge.
 """
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring, stream
 from amaranth.lib.wiring import In, Out
 
@@ -49,6 +49,7 @@ from .executor import Executor
 from .mapping_table import MappingTable
 from .lookup import LookupPort, LOOKUP_LATENCY
 from ..util import ceil_log2, reset_inserter
+from ..bus.axi import AXI4Signature
 
 
 __all__ = ["Core", "LookupSignature", "LOOKUP_LATENCY"]
@@ -90,7 +91,24 @@ class Core(wiring.Component):
         Device reset: every endpoint detached, every domain and mapping gone, the request
         in progress abandoned (its response is never produced).
     busy : Out(1)
-        A request is being worked on.
+        A request is being worked on, or a lookup's miss filled.
+    live : Out(32)
+        Live mappings: the store's count, or without a store the table's valid entries
+        (counted over a few registered adder stages, so it trails a change by up to
+        ``ceil(log8(entries)) + 1`` cycles).
+    nomem_count : Out(32)
+        MAPs answered NOMEM (saturating): the guest never reads a MAP's status.
+
+    With a mapping store (``mappings``), the table is a cache of the store
+    (``docs/mapping-store.md``): a lookup that misses is answered with ``retry`` and
+    filled from the store between requests (see :class:`~.lookup.LookupPort` and
+    :class:`~.executor.Executor`), and with ``store="axi"``:
+
+    m_axi_store : Out(AXI4Signature)
+        The store's AXI4 master, 64-bit data, to its region (``params.store_region``).
+    store_error : Out(1)
+        The store's memory answered a bus error (sticky until ``clear``): its contents
+        can no longer be trusted; the transport asks for a device reset.
 
     With ``reset_by_clear=True`` the core's flip-flops are reset by ``clear`` alone, not
     also by the ``sync`` domain's reset: their reset net then has one driver (see
@@ -117,6 +135,11 @@ class Core(wiring.Component):
             "bypass":   In(1),
             "clear":    In(1),
             "busy":     Out(1),
+            "live":     Out(32),
+            "nomem_count": Out(32),
+            **({"m_axi_store": Out(AXI4Signature(addr_width=64, data_width=64)),
+                "store_error": Out(1)}
+               if params.mappings and params.store == "axi" else {}),
         })
         # The blocks are built here, not in elaborate(), so that a testbench or a formal
         # harness can reach them (the table's payload memory, the executor's state).
@@ -127,6 +150,12 @@ class Core(wiring.Component):
                                   read_ports=params.lookup_ports)
         self.lookup_ports = [LookupPort(params, query=i == 0)
                              for i in range(params.lookup_ports)]
+        #: The mapping store, or None (built here for testbenches that read it).
+        self.store = None
+        if params.mappings:
+            from ..store.top import Store
+            self.store = Store(params.store_params, memory=params.store,
+                               base=params.store_base if params.store == "axi" else None)
 
     def elaborate(self, platform):
         m = Module()
@@ -155,6 +184,28 @@ class Core(wiring.Component):
         for name in ("x_ge_start", "y_le_end", "in_domain"):
             m.d.comb += getattr(executor, f"table_{name}").eq(getattr(cam, name))
 
+        m.d.comb += self.nomem_count.eq(executor.nomem_count)
+        if self.store is not None:
+            store = self.store
+            m.submodules.store = reset(store)
+            wiring.connect(m, executor.store_op, store.op)
+            wiring.connect(m, store.result, executor.store_result)
+            m.d.comb += self.live.eq(store.live)
+            if p.store == "axi":
+                wiring.connect(m, store.m_axi, wiring.flipped(self.m_axi_store))
+                m.d.comb += self.store_error.eq(store.error)
+            for i, port in enumerate(self.lookup_ports):
+                m.d.comb += [
+                    executor.miss_valid[i].eq(port.miss_valid),
+                    executor.miss[i].eq(port.miss),
+                    port.miss_ack.eq(executor.miss_ack[i]),
+                    port.absent_set.eq(executor.absent_set[i]),
+                    port.absent_key.eq(executor.absent_key),
+                    port.absent_clear.eq(executor.absent_clear),
+                ]
+        else:
+            m.d.comb += self.live.eq(self._count_valid(m, table))
+
         for i, port in enumerate(self.lookup_ports):
             m.submodules[f"lookup{i}"] = port
             wiring.connect(m, wiring.flipped(self.lookup[i].req), port.req)
@@ -168,3 +219,20 @@ class Core(wiring.Component):
                 port.unattached_bypass.eq(executor.unattached_bypass),
             ]
         return m
+
+    def _count_valid(self, m, table):
+        """The number of valid entries, summed in groups of 8 per registered stage."""
+        vals = [table.tags[i].valid for i in range(self.params.entries)]
+        stage = 0
+        while len(vals) > 1:
+            out = []
+            for k in range(0, len(vals), 8):
+                group = vals[k:k + 8]
+                acc = group[0]
+                for v in group[1:]:
+                    acc = acc + v
+                reg = Signal(range(self.params.entries + 1), name=f"live_sum{stage}_{k // 8}")
+                m.d.sync += reg.eq(acc)
+                out.append(reg)
+            vals, stage = out, stage + 1
+        return vals[0]

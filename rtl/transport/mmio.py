@@ -61,6 +61,9 @@ class MMIO:
     #: Device-specific, read-only: fault reports lost (not part of virtio; past the
     #: 40-byte configuration, where no driver looks).
     FAULT_DROPS         = 0x200
+    #: Device-specific, read-only: live mappings, and MAPs answered NOMEM.
+    LIVE_MAPPINGS       = 0x204
+    NOMEM_COUNT         = 0x208
 
 
 def _one_hot_tree(bits):
@@ -104,7 +107,7 @@ class VirtioMMIORegisters(wiring.Component):
     queue_num_max : int
         QueueNumMax of queues 0 and 1: a power of two, 1..32768. Default 256.
     addr_width : int
-        Width of the AXI addresses, 10..32 (the register block needs 0x000..0x203). Offsets
+        Width of the AXI addresses, 10..32 (the register block needs 0x000..0x20b). Offsets
         are taken modulo ``2**addr_width``; everything not listed below reads 0. Default 12.
     bypass_init : int
         Value of the ``bypass`` configuration byte after a system reset, 0..255. Default 0.
@@ -180,6 +183,11 @@ class VirtioMMIORegisters(wiring.Component):
                                       lookup ports denied in the same cycle). Not a virtio
                                       register; saturates at 0xffffffff; cleared by device
                                       reset.
+    0x204   LiveMappings          RO  ``live_mappings``: mappings the device holds now (the
+                                      mapping store's count, or the table's valid entries).
+    0x208   NomemCount            RO  ``nomem_count``: MAPs answered NOMEM, which the guest
+                                      never reads (Linux ignores MAP's status); saturates;
+                                      cleared by device reset.
     ======  ====================  ==  ===========================================================
 
     Status
@@ -253,6 +261,8 @@ class VirtioMMIORegisters(wiring.Component):
         Interrupt line, level: InterruptStatus != 0. Registered.
     fault_drops : In(32)
         Read back at 0x200 (FaultDrops).
+    live_mappings, nomem_count : In(32)
+        Read back at 0x204 (LiveMappings) and 0x208 (NomemCount).
 
     Timing
     ------
@@ -321,6 +331,8 @@ class VirtioMMIORegisters(wiring.Component):
             "needs_reset_set": In(1),
             "irq":             Out(1),
             "fault_drops":     In(32),
+            "live_mappings":   In(32),
+            "nomem_count":     In(32),
         })
 
     def elaborate(self, platform):
@@ -579,6 +591,8 @@ class VirtioMMIORegisters(wiring.Component):
             MMIO.QUEUE_RESET:         sel_q(q_reset),
             MMIO.CONFIG_GENERATION:   generation,
             MMIO.FAULT_DROPS:         self.fault_drops,
+            MMIO.LIVE_MAPPINGS:       self.live_mappings,
+            MMIO.NOMEM_COUNT:         self.nomem_count,
         }
         for i in range(0, 36, 4):
             reads[MMIO.CONFIG + i] = int.from_bytes(config[i:i + 4], "little")

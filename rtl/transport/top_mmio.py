@@ -58,7 +58,8 @@ class FaultMerger(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        denied = [lk.valid & ~lk.payload.allowed for lk in self.lookups]
+        # a lookup answered ``retry`` decided nothing: it is presented again
+        denied = [lk.valid & ~lk.payload.allowed & ~lk.payload.retry for lk in self.lookups]
         m.d.sync += self.faults.valid.eq(0)
         for i in reversed(range(self._ports)):
             lk = self.lookups[i].payload
@@ -115,11 +116,18 @@ class VirtioIOMMUMMIO(wiring.Component):
         ``_req_ready`` (out: 0 for one cycle per request, two per UNMAP, on port 0),
         ``_req_endpoint``, ``_req_iova``, ``_req_write`` in; ``lookup_<i>_resp_valid``,
         ``_resp_allowed``, ``_resp_phys``, ``_resp_mmio``, ``_resp_via``, ``_resp_reason``,
-        ``_resp_flags``, ``_resp_endpoint``, ``_resp_iova``, ``_resp_write`` out, 3 cycles
-        after the request is accepted. One lookup per cycle per port.
+        ``_resp_flags``, ``_resp_endpoint``, ``_resp_iova``, ``_resp_write``, ``_resp_retry``
+        out, 3 cycles after the request is accepted. One lookup per cycle per port. With
+        a mapping store, ``_resp_retry`` = 1 means the mapping table missed and the store
+        is being asked: present the same access again (oldest first).
     fault_drops : Out(32)
         Fault reports lost because no eventq buffer was available and the fault queue was
         full, plus those lost to simultaneous denials on several lookup ports.
+    m_axi_store : Out(AXI4Signature(64, 64))
+        With a mapping store in external memory (``mappings``, ``store="axi"``): the
+        store's own AXI4 master (``m_axi_store_awaddr``...), to its region. A bus error
+        on it sets DEVICE_NEEDS_RESET (the store can no longer be trusted); the device
+        reset clears the store.
     clk, rst
         The ``sync`` domain; ``rst`` is synchronous, active high, and must be held for at
         least two cycles (the core and the engine are reset by their own reset
@@ -163,6 +171,8 @@ class VirtioIOMMUMMIO(wiring.Component):
             "lookup": Out(flat_lookup_signature(params.endpoint_width)).array(
                 params.lookup_ports),
             "fault_drops": Out(32),
+            **({"m_axi_store": Out(AXI4Signature(addr_width=64, data_width=64))}
+               if params.mappings and params.store == "axi" else {}),
         })
 
     def elaborate(self, platform):
@@ -230,6 +240,13 @@ class VirtioIOMMUMMIO(wiring.Component):
         # pulse and the domain reset in a LUT whose output would reach the register
         # block's, the engine's and the core's reset pins on general routing. (So the
         # domain reset must last two cycles or more, as a reset synchronizer's does.)
+        store_failed = Const(0)
+        if "m_axi_store" in self.signature.members:
+            wiring.connect(m, core.m_axi_store, wiring.flipped(self.m_axi_store))
+            # the error is sticky until the device reset: raise the flag on its edge
+            failed_seen = Signal()
+            m.d.sync += failed_seen.eq(core.store_error)
+            store_failed = core.store_error & ~failed_seen
         engine_clear = Signal(init=1, attrs={"keep": 1})
         core_clear = Signal(init=1, attrs={"keep": 1})
         m.d.sync += [engine_clear.eq(regs.reset_request), core_clear.eq(regs.reset_request)]
@@ -244,8 +261,10 @@ class VirtioIOMMUMMIO(wiring.Component):
             core.clear.eq(global_buffer(m, platform, core_clear, name="core_clear")),
             core.bypass.eq(regs.bypass),
             regs.irq_used_set.eq(engine.irq_used),
-            regs.needs_reset_set.eq(engine.needs_reset),
+            regs.needs_reset_set.eq(engine.needs_reset | store_failed),
             regs.fault_drops.eq(self.fault_drops),
+            regs.live_mappings.eq(core.live),
+            regs.nomem_count.eq(core.nomem_count),
             self.irq.eq(regs.irq),
         ]
 
