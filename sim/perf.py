@@ -15,7 +15,7 @@ from viommu.sim.model import DeviceModel, ALL_FEATURES, attach, map_, unmap
 from viommu.sim.core_bench import CoreBench, request_beats, translation_of
 
 
-__all__ = ["measure_lookups", "measure_map_unmap"]
+__all__ = ["measure_lookups", "measure_map_unmap", "measure_store_lookups", "measure_store_ops"]
 
 
 def _run(core, tb):
@@ -206,3 +206,133 @@ def measure_engine(*, read_latency=1, indirect=False, batch=128, params=None):
 
 
 __all__ += ["measure_engine"]
+
+
+def measure_store_lookups(params, *, hit_rate, n=300, hot=None, cold=256, seed=1):
+    """Lookups on port 0 of a core with a mapping store, at a given share of table hits.
+
+    ``hot`` pages (half the table) and ``cold`` pages are mapped; the hot ones are looked
+    up once first, so the table holds them. Then ``n`` accesses are presented, each a hot
+    page with probability ``hit_rate``, else a cold page the table does not hold. The
+    requester presents one access per cycle and, when one is answered ``retry``, presents
+    it again at once, before anything else (its later accesses wait). Every decided answer
+    is checked against the model.
+
+    Returns ``{"lookups_per_cycle", "hits", "miss_latency", "miss_latency_max"}``:
+    decided accesses per cycle; the share decided at their first presentation; the mean
+    and largest cycles from a miss's first presentation to its decided answer.
+    """
+    import random
+    assert params.mappings, "measure_store_lookups needs a core with a mapping store"
+    core = Core(params=params)
+    model = DeviceModel(params)
+    g = params.granule
+    rng = random.Random(seed)
+    hot = params.entries // 2 if hot is None else hot
+    ep = params.endpoint_ids[0]
+    pages = [2 * k for k in range(hot + cold)]            # one page in two is mapped
+    setup = [attach(1, ep)] + [map_(1, p * g, p * g + g - 1, (p + 0x100000) * g,
+                                    MapFlag.READ) for p in pages]
+    resp_layout = data.Layout.cast(lookup_response_layout(params.endpoint_width))
+    out = {}
+
+    async def tb(ctx):
+        bench = CoreBench(core, ctx)
+        await bench.setup(ALL_FEATURES)
+        for r in setup:
+            exp = model.execute(r)
+            got, _ = await bench.request(r, 4, max_cycles=100000)
+            assert got == exp
+        port = core.lookup[0]
+        todo = [pages[k] for k in range(hot)]              # warm-up: the hot pages
+        todo += [pages[k] if rng.random() < hit_rate else pages[hot + rng.randrange(cold)]
+                 for k in range(n)]
+        todo = [p * g + rng.randrange(g) for p in todo]
+        inflight = []        # (presented cycle, index)
+        first_seen = {}      # index -> cycle of its first presentation
+        decided = []         # (index, cycle, decided at its first presentation?)
+        retry = set()        # indices answered retry, to present again
+        k = cycle = start = 0
+        while len(decided) < len(todo):
+            if ctx.get(port.resp.valid):
+                t0, idx = inflight.pop(0)
+                raw = resp_layout.from_bits(ctx.get(port.resp.payload.as_value()))
+                if raw.retry:
+                    retry.add(idx)
+                else:
+                    want = model.translate(ep, todo[idx], False)
+                    assert translation_of(raw) == want, (hex(todo[idx]), raw, want)
+                    decided.append((idx, cycle, first_seen[idx] == t0))
+                    if len(decided) == hot:
+                        start = cycle
+            # accesses answered retry go first, oldest first; new ones wait behind them
+            nxt = None
+            if retry:
+                waiting = [i for i in sorted(retry) if all(i != j for _, j in inflight)]
+                nxt = waiting[0] if waiting else None
+            elif k < len(todo):
+                nxt = k
+            if nxt is not None:
+                ctx.set(port.req.valid, 1)
+                ctx.set(port.req.payload.endpoint, ep)
+                ctx.set(port.req.payload.iova, todo[nxt])
+                ctx.set(port.req.payload.write, 0)
+                if ctx.get(port.req.ready):
+                    inflight.append((cycle, nxt))
+                    first_seen.setdefault(nxt, cycle)
+                    if nxt in retry:
+                        retry.discard(nxt)
+                    else:
+                        k += 1
+            else:
+                ctx.set(port.req.valid, 0)
+            await ctx.tick()
+            cycle += 1
+            assert cycle < 2000 * len(todo), "no progress"
+        measured = [d for d in decided if d[0] >= hot]
+        misses = [c - first_seen[i] for i, c, first in measured if not first]
+        out["lookups_per_cycle"] = len(measured) / (cycle - start)
+        out["hits"] = sum(first for _, _, first in measured) / len(measured)
+        out["miss_latency"] = sum(misses) / len(misses) if misses else None
+        out["miss_latency_max"] = max(misses) if misses else None
+
+    _run(core, tb)
+    return out
+
+
+def measure_store_ops(params, *, live=(64, 1000, 10000, 65536), samples=16, seed=1):
+    """Cycles of the mapping store's engine (block RAM) per MAP of one page and per UNMAP
+    of one mapping, with ``live`` mappings held: the store is filled with single-page MAPs
+    of a NIC-like pattern (16 rings of pages at scattered IOVAs), then ``samples`` MAPs and
+    as many UNMAPs are timed. Every answer is checked against the structure model.
+
+    Returns ``[{"live": n, "map": float, "unmap": float}, ...]`` (operation-to-result
+    cycles, the engine's idle reaping excluded)."""
+    import random
+    from viommu.rtl.store.layouts import StoreParams
+    from viommu.sim.store_bench import run_ops
+    rng = random.Random(seed)
+    cap = max(live) + samples
+    sp = StoreParams(capacity=cap, page_bits=params.page_bits, slots=params.n_endpoints,
+                     phys_page_bits=params.phys_page_bits)
+    span = 1 << min(params.page_bits, 36)
+    pages = rng.sample(range(span), cap + samples)
+    ops, marks = [], []
+    n = 0
+    for target in sorted(live):
+        while n < target:
+            ops.append(("map", 0, pages[n], pages[n], n, 3))
+            n += 1
+        marks.append((target, len(ops)))
+        for s in range(samples):
+            ops.append(("map", 0, pages[cap + s], pages[cap + s], s, 3))
+        for s in range(samples):
+            ops.append(("unmap", 0, pages[cap + s], pages[cap + s]))
+    res = run_ops(sp, ops)
+    out = []
+    for target, at in marks:
+        maps = [res[at + s][2] for s in range(samples)]
+        unmaps = [res[at + samples + s][2] for s in range(samples)]
+        out.append({"live": target, "map": sum(maps) / samples,
+                    "unmap": sum(unmaps) / samples})
+    return out

@@ -33,6 +33,8 @@ PARAMS = CoreParams(**CFG.get("core", {}))
 SEED = int(os.environ.get("VIOMMU_TB_SEED", CFG.get("seed", 1)))
 SCALE = float(os.environ.get("VIOMMU_RANDOM_SCALE", "1"))
 G = PARAMS.granule
+#: The RAM behind ``m_axi_store``: a power of two that holds the store's region.
+STORE_RAM_SIZE = 1 << 23
 
 
 class Bench:
@@ -41,6 +43,14 @@ class Bench:
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
         self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst,
                           size=GUEST_LAYOUT["size"])
+        # A mapping store in external memory has its own master: its region in a RAM of
+        # its own (addresses taken modulo the RAM's size; the region's base is a multiple
+        # of it)
+        self.store_ram = None
+        if hasattr(dut, "m_axi_store_awvalid"):
+            self.store_ram = AxiRam(AxiBus.from_prefix(dut, "m_axi_store"), dut.clk, dut.rst,
+                                    size=STORE_RAM_SIZE)
+            logging.getLogger(f"cocotb.{dut._name}.m_axi_store").setLevel(logging.WARNING)
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
         self.regs = AxiLiteRegs(self.axil)
         for name in ("s_axil", "m_axi"):
@@ -81,10 +91,24 @@ class Bench:
         kw.setdefault("index_base", CFG.get("index_base", 0))
         return VirtioIOMMUDriver(self.regs, self.ram, self.wait, PARAMS, **kw)
 
-    async def lookups(self, reqs):
+    async def lookups(self, reqs, max_tries=200):
         """Drive ``reqs`` [(endpoint, iova, write)] one per cycle (each held until
         ``req_ready``); returns the responses in order (dicts), checking the fixed 3-cycle
-        latency from acceptance."""
+        latency from acceptance. With a mapping store, an access answered ``retry`` is
+        then presented again alone, until it is decided."""
+        out = await self._lookups(reqs)
+        for k, r in enumerate(out):
+            tries = 0
+            while r["retry"]:
+                assert r["allowed"] == 0 and r["reason"] == 0 and r["flags"] == 0, r
+                tries += 1
+                assert tries < max_tries, f"lookup {reqs[k]} answered retry {tries} times"
+                await self.wait(8)
+                (r,) = await self._lookups([reqs[k]])
+            out[k] = r
+        return out
+
+    async def _lookups(self, reqs):
         dut = self.dut
         out, sent = [], []
         cycle = 0
@@ -100,6 +124,7 @@ class Bench:
                     "flags": int(dut.lookup_0_resp_flags.value),
                     "endpoint": int(dut.lookup_0_resp_endpoint.value),
                     "iova": int(dut.lookup_0_resp_iova.value),
+                    "retry": int(dut.lookup_0_resp_retry.value),
                     "cycle": cycle,
                 })
             if len(sent) < len(reqs):

@@ -52,8 +52,13 @@ def _core_verilog(params, name):
 
 # --- generate ------------------------------------------------------------------------------
 
+#: What ``viommu generate`` builds unless told otherwise: a device that holds a real
+#: guest's working set (docs/mapping-store.md), its store in external memory.
+GENERATE_DEFAULTS = {"mappings": 65536, "store": "axi"}
+
+
 def cmd_generate(parser, args):
-    params = _params(parser, args)
+    params = _params(parser, args, defaults=GENERATE_DEFAULTS)
     top = _mmio_top(parser, args, params) if args.transport == "mmio" else None
     os.makedirs(args.output, exist_ok=True)
     t0 = time.monotonic()
@@ -138,6 +143,10 @@ def _params_dict(params):
         "write_only_reads": params.write_only_reads,
         "resv_regions": {str(ep): [[hex(r.start), hex(r.end), r.subtype.name] for r in rs]
                          for ep, rs in params.resv_regions.items()},
+        "mappings": params.mappings,
+        **({"store": params.store} if params.mappings else {}),
+        **({"store_region": [hex(v) for v in params.store_region]}
+           if params.store_region else {}),
     }
 
 
@@ -357,6 +366,8 @@ def cmd_bench(parser, args):
                round(r["map_lookup_rate"], 3), "lookups/cycle", c)
         record("request", "lookups_per_cycle_during_unmaps[port0]",
                round(r["unmap_lookup_rate"], 3), "lookups/cycle", c)
+    if not args.no_store:
+        _bench_store(parser, args, base, record)
     if not args.no_engine:
         from viommu.sim.perf import measure_engine
         for latency in (1, 100):
@@ -381,6 +392,43 @@ def cmd_bench(parser, args):
             record("synth", "carry", rep.carry, "CCU2C", c)
             record("synth", "fmax", round(rep.fmax_mhz, 1), "MHz", c)
     return _bench_output(args, records)
+
+
+def _bench_store(parser, args, base, record):
+    """The mapping store's figures: the core's requests and lookups with a block-RAM store
+    behind its table, and the store engine's cycles per MAP and UNMAP as it fills."""
+    from viommu.rtl.core.params import CoreParams
+    from viommu.sim.perf import measure_map_unmap, measure_store_lookups, measure_store_ops
+    try:
+        live = [parse_int(s) for s in args.store_live.split(",") if s]
+    except argparse.ArgumentTypeError as e:
+        parser.error(f"--store-live: {e}")
+    if not live or min(live) < 1 or max(live) > 1 << 20:
+        parser.error(f"--store-live: counts must be in 1..1048576, not {args.store_live}")
+    params = CoreParams(entries=base.entries, endpoints=base.endpoint_ids,
+                        endpoint_width=base.endpoint_width, page_size_mask=base.page_size_mask,
+                        input_range=base.input_range, resv_regions=base.resv_regions,
+                        mappings=base.mappings or 1024)
+    c = f"entries={params.entries},mappings={params.mappings},bram"
+    _log(f"[bench] MAP/UNMAP through the core with a store ({c}) ...")
+    r = measure_map_unmap(params)
+    record("store", "core_cycles_per_map", round(r["map_cycles"], 2), "cycles", c)
+    record("store", "core_cycles_per_unmap", round(r["unmap_cycles"], 2), "cycles", c)
+    for rate in (1.0, 0.9, 0.5):
+        _log(f"[bench] lookups at {rate:.0%} table hits ({c}) ...")
+        r = measure_store_lookups(params, hit_rate=rate)
+        cr = f"{c},hit_rate={rate:.0%}"
+        record("store", "lookups_per_cycle[port0]", round(r["lookups_per_cycle"], 3),
+               "lookups/cycle", cr)
+        record("store", "first_try_hits", round(r["hits"], 3), "share", cr)
+        if r["miss_latency"] is not None:
+            record("store", "miss_latency_mean", round(r["miss_latency"], 1), "cycles", cr)
+            record("store", "miss_latency_max", r["miss_latency_max"], "cycles", cr)
+    _log(f"[bench] the store engine filling to {max(live)} mappings (block RAM) ...")
+    for r in measure_store_ops(params, live=live):
+        cl = f"live={r['live']},bram,page_bits={params.page_bits}"
+        record("store", "engine_cycles_per_map", round(r["map"], 2), "cycles", cl)
+        record("store", "engine_cycles_per_unmap", round(r["unmap"], 2), "cycles", cl)
 
 
 def _bench_output(args, records):
@@ -497,6 +545,11 @@ def build_parser():
     p.add_argument("--sizes", default="16,32,64,128", metavar="N,N,...",
                    help="table sizes to measure (default: 16,32,64,128)")
     p.add_argument("--no-synth", action="store_true", help="skip the synthesis figures")
+    p.add_argument("--no-store", action="store_true",
+                   help="skip the mapping store's figures")
+    p.add_argument("--store-live", default="64,1000,10000,65536", metavar="N,N,...",
+                   help="live mappings at which the store engine's MAP and UNMAP are timed "
+                        "(default: 64,1000,10000,65536)")
     p.add_argument("--no-engine", action="store_true",
                    help="skip the virtqueue engine figures (about 6 minutes)")
     p.add_argument("--freq", type=float, default=100.0, metavar="MHZ",

@@ -68,6 +68,17 @@ def add_core_options(parser):
                         "several, 'none' for none (default: 0xfee00000:0xfeefffff:msi)")
     g.add_argument("--probe-size", type=parse_int, default=None, metavar="BYTES",
                    help="probe_size, a multiple of 8 (default: smallest that fits, >= 64)")
+    g.add_argument("--mappings", type=parse_int, default=None, metavar="N",
+                   help="mappings the device holds, in a mapping store with the CAM as its "
+                        "cache: 1..1048576, or 0 for the CAM alone (default: 65536 for "
+                        "`generate`, in external memory; 0 for the build targets)")
+    g.add_argument("--store", choices=["bram", "axi"], default=None,
+                   help="where the mapping store lives: block RAM, or external memory "
+                        "through its own AXI4 master m_axi_store (default: axi for "
+                        "`generate`, bram otherwise)")
+    g.add_argument("--store-base", type=parse_int, default=None, metavar="ADDR",
+                   help="with --store axi: the store region's base address, a multiple of "
+                        "32; MAPs onto the region are refused (default: 0x100000000)")
     g.add_argument("--write-only-reads", action="store_true",
                    help="let reads through write-only mappings (v0.7 rule; default: deny)")
     return g
@@ -138,4 +149,10 @@ def core_params_from_args(args, defaults=None):
         kwargs["resv_regions"] = (DEFAULT_MSI_REGION,)
     if args.probe_size is not None:
         kwargs["probe_size"] = args.probe_size
+    for name in ("mappings", "store", "store_base"):
+        value = getattr(args, name, None)
+        if value is None:
+            value = defaults.get(name)
+        if value is not None:
+            kwargs[name] = value
     return CoreParams(**kwargs)

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from .layouts import MemOp, record_layout
 from .memory import StoreMemorySignature
-from ..bus.dma import DMASignature
+from ..bus.dma import DMASignature, DMA_MAX_LEN
 
 
 __all__ = ["DMAStoreMemory", "RECORD_BYTES", "NEXT_OFFSET", "region_size"]
@@ -39,7 +39,8 @@ class DMAStoreMemory(wiring.Component):
         DMA write response has arrived, so a later read always sees it.
     dma : Out(DMASignature(width=width))
         Reads of 4 bytes (a head) or 32 (a record); writes of 4 bytes (a head, a ``next``)
-        or 32 (a record).
+        or 32 (a record); CLEAR writes the heads' ``4 n_heads`` bytes in bursts of up to
+        4 KiB.
     error : Out(1)
         Sticky: a DMA read or write answered an error. The store's contents can no longer
         be trusted; the device must be reset.
@@ -83,7 +84,11 @@ class DMAStoreMemory(wiring.Component):
         length = Signal(6)
         wbuf = Signal(8 * RECORD_BYTES)     # what a write sends, from byte 0
         rbuf = Signal(8 * RECORD_BYTES)     # what a read received, from byte 0
-        beat = Signal(range(beats + 1))
+        beat = Signal(range(max(beats + 1, DMA_MAX_LEN // w + 1)))
+        left = Signal(range(4 * p.n_heads + 1))      # CLEAR: head bytes still to write
+        clr_beats = Signal(range(DMA_MAX_LEN // w))  # CLEAR: the burst's last beat
+        null_words = Cat(Cat(Const(p.null, p.ptr_bits), Const(0, 32 - p.ptr_bits))
+                         for _ in range(RECORD_BYTES // 4))
         body_bits = record_layout(p).size
 
         rec_addr = self._base + c.index * RECORD_BYTES
@@ -126,12 +131,42 @@ class DMAStoreMemory(wiring.Component):
                             m.d.sync += [addr.eq(rec_addr + NEXT_OFFSET), length.eq(4),
                                          wbuf.eq(ptr_word(c.ptr))]
                             m.next = "WR_CMD"
+                        with m.Case(MemOp.CLEAR):
+                            m.d.sync += [addr.eq(heads_base), left.eq(4 * p.n_heads),
+                                         wbuf.eq(null_words)]
+                            m.next = "CLR_CMD"
                         with m.Case(MemOp.WRITE_REC):
                             m.d.sync += [addr.eq(rec_addr), length.eq(RECORD_BYTES),
                                          wbuf.eq(Cat(c.body.as_value(),
                                                      Const(0, 8 * NEXT_OFFSET - body_bits),
                                                      ptr_word(c.ptr)))]
                             m.next = "WR_CMD"
+
+            # CLEAR: the heads in bursts of up to DMA_MAX_LEN bytes of NULL pointers
+            chunk = Mux(left > DMA_MAX_LEN, DMA_MAX_LEN, left)
+            with m.State("CLR_CMD"):
+                m.d.comb += [dma.wr_cmd.valid.eq(1), dma.wr_cmd.payload.len.eq(chunk)]
+                with m.If(dma.wr_cmd.ready):
+                    m.d.sync += [clr_beats.eq((chunk - 1) // w), beat.eq(0)]
+                    m.next = "CLR_DATA"
+
+            with m.State("CLR_DATA"):
+                m.d.comb += [dma.wr_data.valid.eq(1),
+                             dma.wr_data.payload.data.eq(wbuf[:8 * w]),
+                             dma.wr_data.payload.last.eq(beat == clr_beats)]
+                with m.If(dma.wr_data.ready):
+                    m.d.sync += beat.eq(beat + 1)
+                    with m.If(beat == clr_beats):
+                        m.next = "CLR_RESP"
+
+            with m.State("CLR_RESP"):
+                m.d.comb += dma.wr_resp.ready.eq(1)
+                with m.If(dma.wr_resp.valid):
+                    m.d.sync += [addr.eq(addr + chunk), left.eq(left - chunk)]
+                    with m.If(left == chunk):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "CLR_CMD"
 
             with m.State("RD_CMD"):
                 m.d.comb += dma.rd_cmd.valid.eq(1)

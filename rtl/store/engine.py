@@ -55,8 +55,9 @@ class StoreEngine(wiring.Component):
         Incremented at every removal and every domain death: a cache fill that read the
         store before the change sees it moved and drops what it read.
     ready : Out(1)
-        The heads are cleared: low for ``n_heads`` cycles after a reset, while the engine
-        writes NULL to every head (no operation is taken meanwhile).
+        The heads are cleared: low after a reset while the memory writes NULL to every
+        head (``n_heads`` cycles in block RAM; ``4 n_heads`` bytes in 4 KiB bursts in
+        external memory); no operation is taken meanwhile.
 
     In a cycle, the engine does one step of its state machine: it sends at most one
     memory access and takes at most one answer. Each chain step is a record read, its
@@ -113,7 +114,6 @@ class StoreEngine(wiring.Component):
         stale = Signal(pw)
         free_head = Signal(pw, init=NULL)
         hwm = Signal(pw + 1)              # records [hwm, capacity) were never used
-        clr = Signal(hb)
         reap_head = Signal(hb)
         pass_started = Signal()
 
@@ -214,13 +214,17 @@ class StoreEngine(wiring.Component):
             m.d.sync += [oldest[s].eq(gen[s]) for s in range(S)]
 
         with m.FSM(name="fsm", init="CLEAR"):
+            # After a reset: the memory sets every head to NULL (in bursts, in external
+            # memory); it takes the next access once it has finished.
             with m.State("CLEAR"):
-                write(MemOp.WRITE_HEAD, clr, NULL)
+                write(MemOp.CLEAR, 0, NULL)
                 with m.If(cmd.ready):
-                    m.d.sync += clr.eq(clr + 1)
-                    with m.If(clr == p.n_heads - 1):
-                        m.d.sync += self.ready.eq(1)
-                        m.next = "IDLE"
+                    m.next = "CLEAR_WAIT"
+
+            with m.State("CLEAR_WAIT"):
+                with m.If(cmd.ready):
+                    m.d.sync += self.ready.eq(1)
+                    m.next = "IDLE"
 
             with m.State("IDLE"):
                 m.d.comb += self.op.ready.eq(1)

@@ -148,6 +148,7 @@ class MemOp(hdl_enum.Enum, shape=3):
     WRITE_HEAD = 2   # head ``index`` := ``ptr``
     WRITE_NEXT = 3   # record ``index``'s ``next`` := ``ptr`` (its body unchanged)
     WRITE_REC  = 4   # record ``index`` := ``body``, ``next`` := ``ptr``
+    CLEAR      = 5   # every head := NULL (after a reset); the next access waits for it
 
 
 def mem_cmd_layout(p):

@@ -39,7 +39,8 @@ class BRAMStoreMemory(wiring.Component):
         at the end of ``t``.
 
     Throughput: one access per cycle while answers are taken at once; latency of a read: 1
-    cycle. The contents are not reset: the engine writes NULL to every head after a reset.
+    cycle. The contents are not reset: after a reset the engine asks for CLEAR, which
+    writes NULL to one head per cycle (``n_heads`` cycles, no access taken meanwhile).
     """
 
     def __init__(self, params):
@@ -52,6 +53,7 @@ class BRAMStoreMemory(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        p = self._p
         m.submodules.heads = self.heads
         m.submodules.links = self.links
         m.submodules.bodies = self.bodies
@@ -60,8 +62,17 @@ class BRAMStoreMemory(wiring.Component):
 
         rvalid = Signal()
         was_head = Signal()
-        m.d.comb += cmd.ready.eq(~rvalid | rdata.ready)
+        # CLEAR: one head per cycle, no access taken meanwhile
+        clearing = Signal()
+        clr = Signal(range(p.n_heads))
+        m.d.comb += cmd.ready.eq((~rvalid | rdata.ready) & ~clearing)
         take = cmd.valid & cmd.ready
+        with m.If(take & (c.op == MemOp.CLEAR)):
+            m.d.sync += [clearing.eq(1), clr.eq(0)]
+        with m.If(clearing):
+            m.d.sync += clr.eq(clr + 1)
+            with m.If(clr == p.n_heads - 1):
+                m.d.sync += clearing.eq(0)
         is_read = (c.op == MemOp.READ_HEAD) | (c.op == MemOp.READ_REC)
         with m.If(rdata.ready):
             m.d.sync += rvalid.eq(0)
@@ -85,9 +96,10 @@ class BRAMStoreMemory(wiring.Component):
         lw = self.links.write_port()
         bw = self.bodies.write_port()
         m.d.comb += [
-            hw.addr.eq(c.index), lw.addr.eq(c.index), bw.addr.eq(c.index),
-            hw.data.eq(c.ptr), lw.data.eq(c.ptr), bw.data.eq(c.body),
-            hw.en.eq(take & (c.op == MemOp.WRITE_HEAD)),
+            hw.addr.eq(Mux(clearing, clr, c.index)), lw.addr.eq(c.index),
+            bw.addr.eq(c.index),
+            hw.data.eq(Mux(clearing, p.null, c.ptr)), lw.data.eq(c.ptr), bw.data.eq(c.body),
+            hw.en.eq((take & (c.op == MemOp.WRITE_HEAD)) | clearing),
             lw.en.eq(take & ((c.op == MemOp.WRITE_NEXT) | (c.op == MemOp.WRITE_REC))),
             bw.en.eq(take & (c.op == MemOp.WRITE_REC)),
         ]
