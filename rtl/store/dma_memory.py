@@ -44,6 +44,11 @@ class DMAStoreMemory(wiring.Component):
     error : Out(1)
         Sticky: a DMA read or write answered an error. The store's contents can no longer
         be trusted; the device must be reset.
+    clear : In(1)
+        The engine is being reset (a device reset). The memory is *not* reset with it: a
+        bus transaction cannot be abandoned halfway. It finishes the DMA command under
+        way, drops what the engine would have been answered, then takes no access until
+        it is idle; ``error`` is cleared.
 
     Latency: a read takes the DMA read latency plus ``32 / width`` beats for a record; a
     write, the DMA write latency. Throughput: one access at a time.
@@ -69,6 +74,7 @@ class DMAStoreMemory(wiring.Component):
             "bus":   In(StoreMemorySignature(params)),
             "dma":   Out(DMASignature(width=width, addr_width=64)),
             "error": Out(1),
+            "clear": In(1),
         })
 
     def elaborate(self, platform):
@@ -103,9 +109,14 @@ class DMAStoreMemory(wiring.Component):
                                      rbuf[8 * NEXT_OFFSET:8 * NEXT_OFFSET + p.ptr_bits])),
             rdata.payload.body.eq(rbuf[:body_bits]),
         ]
-        with m.If((dma.rd_data.valid & dma.rd_data.ready & dma.rd_data.payload.err) |
-                  (dma.wr_resp.valid & dma.wr_resp.payload.err)):
+        # After ``clear``: finish the command under way, answer nothing, then go idle
+        # (an error of that command is not the new epoch's).
+        abort = Signal()
+        with m.If(((dma.rd_data.valid & dma.rd_data.ready & dma.rd_data.payload.err) |
+                   (dma.wr_resp.valid & dma.wr_resp.payload.err)) & ~abort):
             m.d.sync += self.error.eq(1)
+        with m.If(self.clear):
+            m.d.sync += [abort.eq(1), self.error.eq(0)]
 
         def ptr_word(ptr):
             # a pointer as 4 bytes; NULL (all ones in ``ptr_bits``) is stored as such
@@ -113,8 +124,9 @@ class DMAStoreMemory(wiring.Component):
 
         with m.FSM(name="fsm"):
             with m.State("IDLE"):
-                m.d.comb += cmd.ready.eq(1)
-                with m.If(cmd.valid):
+                m.d.comb += cmd.ready.eq(~abort & ~self.clear)
+                m.d.sync += abort.eq(0)
+                with m.If(cmd.valid & cmd.ready):
                     m.d.sync += [op.eq(c.op), beat.eq(0)]
                     with m.Switch(c.op):
                         with m.Case(MemOp.READ_HEAD):
@@ -163,7 +175,7 @@ class DMAStoreMemory(wiring.Component):
                 m.d.comb += dma.wr_resp.ready.eq(1)
                 with m.If(dma.wr_resp.valid):
                     m.d.sync += [addr.eq(addr + chunk), left.eq(left - chunk)]
-                    with m.If(left == chunk):
+                    with m.If((left == chunk) | abort | self.clear):
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "CLR_CMD"
@@ -182,8 +194,8 @@ class DMAStoreMemory(wiring.Component):
                         m.next = "RD_ANSWER"
 
             with m.State("RD_ANSWER"):
-                m.d.comb += rdata.valid.eq(1)
-                with m.If(rdata.ready):
+                m.d.comb += rdata.valid.eq(~abort & ~self.clear)
+                with m.If(rdata.ready | abort | self.clear):
                     m.next = "IDLE"
 
             with m.State("WR_CMD"):

@@ -1,6 +1,6 @@
 """The mapping store: the engine and its memory."""
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, ResetInserter
 from amaranth.lib import wiring, stream
 from amaranth.lib.wiring import In, Out
 
@@ -39,7 +39,13 @@ class Store(wiring.Component):
     m_axi : Out(AXI4Signature)
         With ``"axi"``: the store's AXI4 master.
     error : Out(1)
-        With ``"axi"``: a store access was answered with a bus error (sticky).
+        With ``"axi"``: a store access was answered with a bus error (sticky until
+        ``clear``).
+    clear : In(1)
+        Device reset: the engine (and a block-RAM memory) restart, forgetting every
+        mapping; an external memory's bus side is not reset, but finishes the transaction
+        under way first (see :class:`~.dma_memory.DMAStoreMemory`). The domain's reset
+        resets everything.
 
     Throughput and latency are the engine's, with the block RAM's one-cycle reads, or
     each external access's latency.
@@ -63,6 +69,7 @@ class Store(wiring.Component):
             "nomem_count": Out(32),
             "epoch":       Out(16),
             "ready":       Out(1),
+            "clear":       In(1),
         }
         if memory == "bram":
             self.memory = BRAMStoreMemory(params)
@@ -79,10 +86,14 @@ class Store(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.engine = eng = self.engine
-        m.submodules.memory = mem = self.memory
+        eng, mem = self.engine, self.memory
+        m.submodules.engine = ResetInserter(self.clear)(eng)
         wiring.connect(m, eng.mem, mem.bus)
-        if self._memory == "axi":
+        if self._memory == "bram":
+            m.submodules.memory = ResetInserter(self.clear)(mem)
+        else:
+            m.submodules.memory = mem
+            m.d.comb += mem.clear.eq(self.clear)
             m.submodules.master = master = self.master
             wiring.connect(m, mem.dma, master.dma)
             wiring.connect(m, master.bus, wiring.flipped(self.m_axi))
