@@ -241,3 +241,30 @@ def test_random_with_store(seed, entries, mappings, ports):
     check_store_stats(stats, requests, f"store {mappings} seed {seed}")
     if mappings < 16 and requests >= 200:
         assert Status.NOMEM in stats.statuses
+
+
+# --- the benchmark's measurements (viommu bench) ---------------------------------------------
+
+def test_store_measurements():
+    """The figures `viommu bench` prints for the store: a lone miss decided within a fill's
+    cycles (FIND, query, install) and a few presentations; every lookup a hit once the
+    table holds the hot set; the engine's costs flat as the store fills."""
+    from viommu.sim.perf import measure_store_lookups, measure_store_ops
+    params = CoreParams(**dict(STORE, entries=8, mappings=128))
+    r = measure_store_lookups(params, hit_rate=1.0, n=40, cold=16)
+    assert 15 <= r["miss_latency_lone"] <= 40, r
+    assert r["hits"] >= 0.95 and r["lookups_per_cycle"] > 0.5, r
+    r = measure_store_lookups(params, hit_rate=0.5, n=40, cold=16)
+    assert r["hits"] < 0.9 and r["lookups_per_cycle"] < 0.5, r
+    ops = measure_store_ops(params, live=(16, 400), samples=4)
+    assert [o["live"] for o in ops] == [16, 400]
+    for o in ops:
+        assert 10 <= o["map"] <= 40 and 8 <= o["unmap"] <= 30, ops
+
+
+def test_bench_rejects_bad_store_live(capsys):
+    from viommu.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--no-synth", "--no-engine", "--sizes", "8", "--store-live", "0"])
+    assert e.value.code != 0
+    assert "--store-live" in capsys.readouterr().err

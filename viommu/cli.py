@@ -330,6 +330,7 @@ def cmd_bench(parser, args):
         sizes = [parse_int(s) for s in args.sizes.split(",") if s]
     except argparse.ArgumentTypeError as e:
         parser.error(f"--sizes: {e}")
+    live = _store_live(parser, args)
     records = []
 
     def record(bench, metric, value, unit, config):
@@ -367,7 +368,7 @@ def cmd_bench(parser, args):
         record("request", "lookups_per_cycle_during_unmaps[port0]",
                round(r["unmap_lookup_rate"], 3), "lookups/cycle", c)
     if not args.no_store:
-        _bench_store(parser, args, base, record)
+        _bench_store(parser, args, base, record, live)
     if not args.no_engine:
         from viommu.sim.perf import measure_engine
         for latency in (1, 100):
@@ -394,17 +395,21 @@ def cmd_bench(parser, args):
     return _bench_output(args, records)
 
 
-def _bench_store(parser, args, base, record):
-    """The mapping store's figures: the core's requests and lookups with a block-RAM store
-    behind its table, and the store engine's cycles per MAP and UNMAP as it fills."""
-    from viommu.rtl.core.params import CoreParams
-    from viommu.sim.perf import measure_map_unmap, measure_store_lookups, measure_store_ops
+def _store_live(parser, args):
     try:
         live = [parse_int(s) for s in args.store_live.split(",") if s]
     except argparse.ArgumentTypeError as e:
         parser.error(f"--store-live: {e}")
     if not live or min(live) < 1 or max(live) > 1 << 20:
         parser.error(f"--store-live: counts must be in 1..1048576, not {args.store_live}")
+    return live
+
+
+def _bench_store(parser, args, base, record, live):
+    """The mapping store's figures: the core's requests and lookups with a block-RAM store
+    behind its table, and the store engine's cycles per MAP and UNMAP as it fills."""
+    from viommu.rtl.core.params import CoreParams
+    from viommu.sim.perf import measure_map_unmap, measure_store_lookups, measure_store_ops
     params = CoreParams(entries=base.entries, endpoints=base.endpoint_ids,
                         endpoint_width=base.endpoint_width, page_size_mask=base.page_size_mask,
                         input_range=base.input_range, resv_regions=base.resv_regions,
@@ -424,6 +429,8 @@ def _bench_store(parser, args, base, record):
         if r["miss_latency"] is not None:
             record("store", "miss_latency_mean", round(r["miss_latency"], 1), "cycles", cr)
             record("store", "miss_latency_max", r["miss_latency_max"], "cycles", cr)
+        if rate == 1.0:
+            record("store", "miss_latency_lone", r["miss_latency_lone"], "cycles", c)
     _log(f"[bench] the store engine filling to {max(live)} mappings (block RAM) ...")
     for r in measure_store_ops(params, live=live):
         cl = f"live={r['live']},bram,page_bits={params.page_bits}"
