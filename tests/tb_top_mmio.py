@@ -19,7 +19,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiBus, AxiRam
 
-from viommu.rtl.core.layouts import DeviceStatus, MapFlag, Feature
+from viommu.rtl.core.layouts import DeviceStatus, MapFlag, Feature, Status
 from viommu.rtl.transport.mmio import MMIO
 from viommu.rtl.core.params import CoreParams
 from viommu.sim import model as M
@@ -59,6 +59,7 @@ class Bench:
         for name in ("s_axil", "m_axi"):
             logging.getLogger(f"cocotb.{dut._name}.{name}").setLevel(logging.WARNING)
         self.outstanding = 0            # AXI4 reads + writes issued and not yet answered
+        self.decisions = 0              # lookup answers so far (fault reports follow them)
         self._drops_before = 0
         cocotb.start_soon(self._count_outstanding())
         dut.lookup_0_req_valid.value = 0
@@ -118,6 +119,7 @@ class Bench:
         while len(out) < len(reqs):
             await FallingEdge(dut.clk)
             if int(dut.lookup_0_resp_valid.value):
+                self.decisions += 1
                 out.append({
                     "allowed": int(dut.lookup_0_resp_allowed.value),
                     "phys": int(dut.lookup_0_resp_phys.value),
@@ -129,6 +131,7 @@ class Bench:
                     "iova": int(dut.lookup_0_resp_iova.value),
                     "retry": int(dut.lookup_0_resp_retry.value),
                     "cycle": cycle,
+                    "seq": self.decisions,          # the order decisions were made in
                 })
             if len(sent) < len(reqs):
                 ep, iova, write = reqs[len(sent)]
@@ -153,7 +156,10 @@ class Bench:
         self._drops_before = await self.regs.read32(MMIO.FAULT_DROPS)
         resps = await self.lookups(reqs)
         denied = []
-        for (ep, iova, write), r in zip(reqs, resps):
+        # fault reports come in the order of the decisions (an access answered retry is
+        # decided later, when presented again)
+        order = sorted(range(len(reqs)), key=lambda k: resps[k]["seq"])
+        for (ep, iova, write), r in ((reqs[k], resps[k]) for k in order):
             t = drv.model.translate(ep, iova, write)
             assert r["allowed"] == int(t.allowed), \
                 f"lookup ep {ep} iova {iova:#x} write {write}: allowed {r['allowed']}, " \
@@ -311,6 +317,45 @@ async def random_requests(dut):
     dut._log.info(f"{done} random requests, used idx {drv.rq.used_idx()}")
     if drv.index_base + done > 0xffff:
         assert drv.rq.used_idx() < drv.index_base, "the used idx did not wrap past 65535"
+
+
+@cocotb.test()
+async def live_and_nomem_registers(dut):
+    """LiveMappings (0x204) follows the mappings the device holds; NomemCount (0x208)
+    counts the MAPs refused because the device is full (its ``capacity``: the table's
+    entries, or the store's mappings), and a device reset clears both. With a store in
+    external memory, a MAP onto the store's region is INVAL and a bypass access into it
+    is denied."""
+    b, drv = await _bring_up(dut)
+    ep = PARAMS.endpoint_ids[0]
+    await drv.request(M.attach(3, ep))
+    cap = PARAMS.capacity
+    maps = [M.map_(3, (0x1000 + 2 * k) * G, (0x1000 + 2 * k + 1) * G - 1, (0x40 + k) * G,
+                   MapFlag.READ) for k in range(cap + 3)]
+    await drv.batch(maps)
+    assert drv.model.n_mappings == cap
+    assert await b.regs.read32(MMIO.LIVE_MAPPINGS) == cap
+    assert await b.regs.read32(MMIO.NOMEM_COUNT) == 3
+    await drv.batch([M.unmap(3, 0x1000 * G, (0x1000 + 8) * G - 1)])
+    assert await b.regs.read32(MMIO.LIVE_MAPPINGS) == cap - 4 == drv.model.n_mappings
+    # the table holds copies of what the store holds: lookups through it, and misses
+    await b.check_lookups(drv, [(ep, (0x1000 + 2 * k) * G + 8, 0) for k in range(cap)])
+    if PARAMS.store_region is not None:
+        lo, hi = PARAMS.store_region
+        c = await drv.request(M.map_(3, 0x10 * G, 0x11 * G - 1, lo & ~(G - 1)))
+        assert c.written[0] == Status.INVAL
+        bypass_ep = PARAMS.endpoint_ids[1]
+        await drv.request(M.attach(9, bypass_ep, flags=1))
+        (r,) = await b.lookups([(bypass_ep, lo + 0x100, 1)])
+        assert r["allowed"] == 0 and r["retry"] == 0, r
+        (r,) = await b.lookups([(bypass_ep, hi + 1, 1)])
+        assert r["allowed"] == 1 and r["phys"] == hi + 1, r
+    await drv.init()                                        # device reset
+    assert await b.regs.read32(MMIO.NOMEM_COUNT) == 0
+    for _ in range(40):
+        if await b.regs.read32(MMIO.LIVE_MAPPINGS) == 0:
+            break
+    assert await b.regs.read32(MMIO.LIVE_MAPPINGS) == 0
 
 
 def _split(rng, n, allow_empty=True):

@@ -30,8 +30,14 @@ CONFIGS = {
 }
 
 
+#: A small cache in front of a small store in external memory (``m_axi_store``).
+STORE_AXI = {"entries": 4, "endpoints": 4, "mappings": 64, "store": "axi",
+             "input_range": [0, 0xffffffff]}
+
+
 def _run(config, simulator, testcase=None, core=SMALL):
     top_kw, tb = CONFIGS[config]
+    core = {k: tuple(v) if isinstance(v, list) else v for k, v in core.items()}
     top = VirtioIOMMUMMIO(**top_kw, **core)
     env = {"VIOMMU_TB": json.dumps(dict(tb, core=core,
                                         fault_queue_depth=top.fault_queue_depth))}
@@ -47,6 +53,18 @@ def test_verilator(config):
 @pytest.mark.parametrize("config", ["plain", "indirect-eventidx"])
 def test_icarus(config):
     _run(config, "icarus")
+
+
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_store_in_external_memory(simulator):
+    """The device with a mapping store behind ``m_axi_store`` (a RAM of its own): the
+    driver flow, random requests and lookups (misses answered retry, presented again),
+    fault reports, the registers and the store's region."""
+    tests = ["linux_flow", "random_requests", "live_and_nomem_registers"]
+    if simulator == "icarus":
+        tests = ["live_and_nomem_registers"]
+    for t in tests:
+        _run("plain", simulator, testcase=t, core=STORE_AXI)
 
 
 def test_fault_merger_several_ports():
