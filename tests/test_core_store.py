@@ -268,3 +268,29 @@ def test_bench_rejects_bad_store_live(capsys):
         main(["bench", "--no-synth", "--no-engine", "--sizes", "8", "--store-live", "0"])
     assert e.value.code != 0
     assert "--store-live" in capsys.readouterr().err
+
+
+def test_unsound_record_is_not_installed():
+    """A record the store answers is checked before it reaches the table: one whose
+    physical range wraps past the top (a corrupted memory, say) is not installed, and the
+    access is denied, not granted and not retried forever."""
+    async def body(h):
+        core, ctx = h.core, h.ctx
+        await h.req(attach(1, 0), expect=Status.OK)
+        await h.req(map_(1, 0x50000, 0x53fff, 0x7000000, RW), expect=Status.OK)
+        mem = core.store.memory
+        (i,) = [i for i in range(core.params.mappings)
+                if ctx.get(mem.bodies.data[i]).start == 0x50]
+        body_ = ctx.get(mem.bodies.data[i])
+        top = (1 << core.params.phys_page_bits) - 1
+        ctx.set(mem.bodies.data[i], {"slot": body_.slot, "gen": body_.gen,
+                                     "level": body_.level, "start": body_.start,
+                                     "end": body_.end, "phys": top - 1, "read": 1,
+                                     "write": 1, "mmio": 0})
+        for _ in range(20):
+            got = await h.present(0, 0x51000)
+            if got is not RETRY:
+                break
+        assert got is not RETRY and not got.allowed, got
+        assert not any(t.valid for t in ctx.get(core.table.tags))
+    run(body, **STORE, snapshot=False)

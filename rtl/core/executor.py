@@ -65,6 +65,7 @@ class _Registers:
             self.fill_key = Signal(lookup_miss_layout(params))
             self.fill_rec = Signal(record_layout(sp))
             self.fill_offset = Signal(params.phys_page_bits)
+            self.fill_sound = Signal()              # the record may be installed
             self.victim = Signal(range(n))          # the next entry a fill evicts
 
 
@@ -669,8 +670,8 @@ class Executor(wiring.Component):
 
         FILL takes the first waiting miss; FILL_FIND, FILL_WAIT ask the store for the
         mapping holding the page (none: the port's absent register takes the page, and
-        its next presentation is denied). FILL_PREP computes the entry's offset and
-        announces a table query; FILL_QUERY, FILL_QWAIT, FILL_CHECK ask whether an entry
+        its next presentation is denied). FILL_PREP checks the record (see there),
+        computes the entry's offset and announces a table query; FILL_QUERY, FILL_QWAIT, FILL_CHECK ask whether an entry
         already holds the mapping (another port's fill), else take a free entry, or evict
         the next victim: killed in FILL_CHECK, rewritten two cycles later, so that no
         lookup reads the new payload for the old entry's hit; FILL_WRITE writes it. Then
@@ -716,8 +717,20 @@ class Executor(wiring.Component):
                     back()
 
         with m.State("FILL_PREP"):
+            # The record is checked before it can reach the table, whatever the store
+            # answered (its memory may be external): it is the key's slot's, it holds
+            # the page, its physical range neither wraps nor touches the store's region.
+            # Otherwise nothing is installed and the page is treated as absent.
             rec = r.fill_rec
-            m.d.sync += r.fill_offset.eq(rec.phys - rec.start)
+            ppb = p.phys_page_bits
+            top = Signal(ppb + 1, name="fill_phys_top")     # last physical page (+ wrap)
+            m.d.comb += top.eq(rec.phys + (rec.end - rec.start)[:ppb])
+            sound = ((rec.slot == key.dslot) & (rec.start <= key.page) &
+                     (key.page <= rec.end) & ~top[ppb])
+            if p.store_region is not None:
+                lo, hi = p.store_region
+                sound &= ~((rec.phys <= hi >> p.page_shift) & (top >= lo >> p.page_shift))
+            m.d.sync += [r.fill_offset.eq(rec.phys - rec.start), r.fill_sound.eq(sound)]
             m.d.comb += self.table_query_next.eq(1)
             m.next = "FILL_QUERY"
 
@@ -733,7 +746,15 @@ class Executor(wiring.Component):
 
         with m.State("FILL_CHECK"):
             held = (self.table_x_ge_start & self.table_y_le_end & self.table_in_domain).any()
-            with m.If(held):
+            # and the slot's domain is live and translated (the store answers nothing for
+            # a dead one; this holds whatever it answers)
+            dom = self.domains[0].shape()(onehot_mux(
+                Cat(key.dslot == s for s in range(p.n_endpoints)),
+                [self.domains[s] for s in range(p.n_endpoints)]))
+            with m.If(~r.fill_sound | ~dom.valid | dom.bypass):
+                m.d.comb += [self.absent_set.eq(r.fill_port), self.absent_key.eq(key)]
+                back()
+            with m.Elif(held):
                 back()
             with m.Elif(self.table_free_valid):
                 m.d.sync += [r.free_slot.eq(self.table_free_index),
