@@ -125,3 +125,37 @@ def test_ordering_property_catches_short_wait(tmp_path):
     assert res.status == "FAIL", res.summary()
     assert any("access removed less than 3 cycles" in line for line in res.failed_asserts), \
         res.summary()
+
+
+# --- with a mapping store: its answers free --------------------------------------------------
+
+#: The formal configuration with a mapping store of 4 mappings; the store itself is not
+#: built: its every answer, and when it takes an operation, are free inputs.
+def _store_params():
+    return small_params(mappings=4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prop", ["invariants", "lookup", "unchanged", "ordering"])
+def test_prove_with_store(prop, tmp_path):
+    """The properties above, proven (k-induction) for the core whose table is a cache of a
+    store that may answer anything at any time: a fill never installs an entry that breaks
+    the invariants (overlap, dead or bypass domain, wrapping range), no lookup is granted
+    what no valid entry allows, failed requests change nothing, and removals answer only
+    once lookups see them."""
+    res = run_sby(prop, _store_params(), PROVE_DEPTH, "prove", tmp_path, verbose=False)
+    assert res.passed, f"{prop} with a store not proven:\n{res.summary()}"
+
+
+@pytest.mark.slow
+def test_invariants_catch_unchecked_fill(tmp_path):
+    """Mutation: a fill that installs whatever record the store answers must break the
+    invariants. The shortest counterexample from reset is 19 cycles (ATTACH, a lookup's
+    miss, a fill of a record of another slot or with a wrapping range), so steps before 17
+    are not searched."""
+    res = run_sby("invariants", _store_params(), 20, "cover", tmp_path,
+                  mutation="unchecked_fill", hunt=True, skip=17, verbose=False)
+    assert res.passed, f"no counterexample found for the mutant:\n{res.summary()}"
+    trace = read_vcd(res.traces[0])
+    states = trace["core_formal.core.executor.fsm_state"]
+    assert len(set(states)) > 5, states        # through a request and a fill

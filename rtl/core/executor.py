@@ -17,6 +17,12 @@ from ..util import tree_any, onehot_mux, onehot_encode, priority_encode, ceil_lo
 __all__ = ["Executor"]
 
 
+#: A fill checks the store's record and the slot's domain before it installs the record
+#: (see ``Executor._fill``). Only the formal harness's ``unchecked_fill`` mutation turns
+#: this off, to show that the proofs catch a fill that trusts the store.
+FILL_CHECKS = True
+
+
 class _Registers:
     """The executor's registers, made in one place and handed to the methods that build
     each part of it (the FSM's state register is the FSM's own)."""
@@ -242,10 +248,28 @@ class Executor(wiring.Component):
             "count": r.count, "beat": r.beat, "ready": r.ready,
             "in_recv": fsm.ongoing("RECV"),
             "resp_len": r.resp_len, "resp_beat": r.resp_beat, "resp_left": r.resp_left,
-            "resp_last": r.resp_last,
+            "resp_last": r.resp_last, "status": r.status,
             # the states a response has been set up for and not finished in
-            "resp_set": fsm.ongoing("RESP") | fsm.ongoing("MAP_WRITE") | fsm.ongoing("WAIT"),
+            "resp_set": (fsm.ongoing("RESP") | fsm.ongoing("WAIT") |
+                         fsm.ongoing("KILL_STORE") | fsm.ongoing("KILL_RESULT")
+                         if p.mappings else
+                         fsm.ongoing("RESP") | fsm.ongoing("MAP_WRITE") | fsm.ongoing("WAIT")),
         }
+        if p.mappings:
+            self.formal_view.update({
+                # a fill is under way (no request is)
+                "in_fill": tree_any([fsm.ongoing(name) for name in (
+                    "FILL", "FILL_FIND", "FILL_WAIT", "FILL_PREP", "FILL_QUERY",
+                    "FILL_QWAIT", "FILL_CHECK", "FILL_EVICT", "FILL_WRITE")]),
+                # a response set up as the 4-byte tail alone (the states between
+                # APPLY or UNMAP_KILL and RESP)
+                "tail_only": (fsm.ongoing("WAIT") | fsm.ongoing("KILL_STORE") |
+                              fsm.ongoing("KILL_RESULT")),
+                # a request is under way and has changed nothing yet
+                "unchanged_yet": tree_any([fsm.ongoing(name) for name in (
+                    "DECODE", "CHECK", "MAP_STORE", "MAP_RESULT", "UNMAP_OVERLAP",
+                    "UNMAP_STORE", "UNMAP_RESULT", "APPLY")]),
+            })
         return m
 
     # --- shared pieces ------------------------------------------------------------------
@@ -751,7 +775,8 @@ class Executor(wiring.Component):
             dom = self.domains[0].shape()(onehot_mux(
                 Cat(key.dslot == s for s in range(p.n_endpoints)),
                 [self.domains[s] for s in range(p.n_endpoints)]))
-            with m.If(~r.fill_sound | ~dom.valid | dom.bypass):
+            reject = ~r.fill_sound | ~dom.valid | dom.bypass
+            with m.If(reject if FILL_CHECKS else Const(0)):
                 m.d.comb += [self.absent_set.eq(r.fill_port), self.absent_key.eq(key)]
                 back()
             with m.Elif(held):

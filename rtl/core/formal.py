@@ -73,6 +73,15 @@ Mutations (deliberately broken cores, to show that the properties catch real bug
 slots (every valid entry matches every attached endpoint): ``lookup`` must then fail.
 ``mutation="short_wait"`` elaborates the executor as if lookups took 1 cycle, so it answers
 removing requests 2 cycles too early: ``ordering`` must then fail.
+``mutation="unchecked_fill"`` (with a store) lets a fill install any record the store
+answers: ``invariants`` must then fail.
+
+With a mapping store (``params.mappings``) the core is built with ``store_ports``: the
+store's every answer (and its ``ready``) is a free input too, so the properties hold
+whatever the store, or a corrupted external memory, answers. Strengtheners E4 (between a
+removal and its response the answer is the 4-byte OK tail), U1 (a request is pending
+exactly while the executor works on one, not while it fills) and U2 (a request changes
+nothing before its decision) carry the induction across the store's unbounded waits.
 """
 
 import contextlib
@@ -98,7 +107,7 @@ __all__ = ["CoreFormal", "PROPS", "MUTATIONS", "small_params"]
 #: Property sets a harness can be built for.
 PROPS = ("invariants", "overlap", "lookup", "unchanged", "ordering", "cover")
 #: Deliberately broken variants of the core, to show that a property catches the bug.
-MUTATIONS = (None, "no_domain_check", "short_wait")
+MUTATIONS = (None, "no_domain_check", "short_wait", "unchecked_fill")
 
 
 def small_params(**kwargs):
@@ -149,6 +158,9 @@ _MUTANTS = {
     # The executor believes lookups take 1 cycle, so it holds a removing request's
     # response back for 1 cycle instead of 3 (``ordering`` must fail).
     "short_wait": (_executor_module, "LOOKUP_LATENCY", 1),
+    # With a store: a fill installs whatever record the store answers, without checking
+    # it or the slot's domain (``invariants`` must then fail).
+    "unchecked_fill": (_executor_module, "FILL_CHECKS", False),
 }
 
 
@@ -221,7 +233,8 @@ class CoreFormal(Elaboratable):
         # Build and elaborate the core here (mutants are patched in while it is built) so
         # that its tables can be observed.
         with _mutated(self.mutation):
-            self.core = core = Core(params=p)
+            # with a mapping store: the store's answers are free inputs too
+            self.core = core = Core(params=p, store_ports=bool(p.mappings))
             # One read port per entry on the table's payload memories, so that the
             # properties see every entry's payload (offset, memory type) as it is stored.
             payload_loc = [core.table.payload_location(i) for i in range(p.entries)]
@@ -237,6 +250,8 @@ class CoreFormal(Elaboratable):
                core.bypass, core.clear)
         for port in core.lookup:
             anyseq(port.req.valid, port.req.payload)
+        if p.mappings:
+            anyseq(core.store_op.ready, core.store_result.valid, core.store_result.payload)
 
         # --- observed state -------------------------------------------------------------
         # Every entry as one record: its tag (flip-flops) and its payload (LUT RAM).
@@ -368,6 +383,12 @@ class CoreFormal(Elaboratable):
                                           (v["resp_beat"] * 8 <= v["resp_len"]) &
                                           (v["resp_len"] <= self.params.probe_size + 4)),
                     "E3: a response's bytes left or last flag disagree with its length")
+        if self.params.mappings:
+            # E4 (with a store, whose KILL may take any time): between APPLY or
+            # UNMAP_KILL and RESP the response is the tail alone, status OK.
+            self._check(m, ~v["tail_only"] | ((v["resp_len"] == 4) &
+                                              (v["status"] == Status.OK)),
+                        "E4: a removal's response is not the 4-byte OK tail")
 
     # --- property 1: lookup soundness ---------------------------------------------------
 
@@ -511,6 +532,15 @@ class CoreFormal(Elaboratable):
             return
         self._check(m, ~(pending & core.resp.valid & failed) | (state == snap),
                     "a request answered with an error status (or nothing) changed the state")
+        if self.params.mappings:
+            # Strengtheners with a store, whose answers may take any time: U1 a request is
+            # pending exactly while the executor works on one (not receiving, not
+            # filling); U2 until the request's decision the state is the snapshot's.
+            v = core.executor.formal_view
+            self._check(m, pending == (~v["in_recv"] & ~v["in_fill"]),
+                        "U1: the harness's pending request disagrees with the executor")
+            self._check(m, ~(pending & v["unchanged_yet"]) | (state == snap),
+                        "U2: a request changed the state before its decision")
         # Only PROBE answers span several beats, and PROBE changes nothing. (This also
         # carries the property over a stalled multi-beat answer in the induction.)
         self._check(m, ~(pending & core.resp.valid & ~resp.last) | (state == snap),

@@ -110,15 +110,21 @@ class Core(wiring.Component):
         The store's memory answered a bus error (sticky until ``clear``): its contents
         can no longer be trusted; the transport asks for a device reset.
 
+    With ``store_ports=True`` (and a store), the store is not built: the core has the
+    executor's ``store_op`` (out) and ``store_result`` (in) streams as ports instead, for a
+    harness that answers for any store (the formal proofs).
+
     With ``reset_by_clear=True`` the core's flip-flops are reset by ``clear`` alone, not
     also by the ``sync`` domain's reset: their reset net then has one driver (see
     :func:`~viommu.rtl.util.reset_inserter`). ``clear`` must then be high whenever the domain is in
     reset (as the device's reset flip-flop is, reset value 1).
     """
 
-    def __init__(self, *, params=None, reset_by_clear=False, **kwargs):
+    def __init__(self, *, params=None, reset_by_clear=False, store_ports=False, **kwargs):
         if not isinstance(reset_by_clear, bool):
             raise TypeError(f"reset_by_clear must be a bool, not {reset_by_clear!r}")
+        if not isinstance(store_ports, bool):
+            raise TypeError(f"store_ports must be a bool, not {store_ports!r}")
         self.reset_by_clear = reset_by_clear
         if params is None:
             params = CoreParams(**kwargs)
@@ -127,6 +133,19 @@ class Core(wiring.Component):
         elif not isinstance(params, CoreParams):
             raise TypeError(f"params must be a CoreParams, not {params!r}")
         self.params = params
+        if store_ports and not params.mappings:
+            raise ValueError("store_ports needs a mapping store (mappings > 0)")
+        self.store_ports = store_ports
+        if store_ports:
+            from ..store.layouts import op_layout, result_layout
+            sp = params.store_params
+            store_members = {"store_op": Out(stream.Signature(op_layout(sp))),
+                             "store_result": In(stream.Signature(result_layout(sp)))}
+        elif params.mappings and params.store == "axi":
+            store_members = {"m_axi_store": Out(AXI4Signature(addr_width=64, data_width=64)),
+                             "store_error": Out(1)}
+        else:
+            store_members = {}
         super().__init__({
             "req":      In(stream.Signature(ReqBeat)),
             "resp":     Out(stream.Signature(RespBeat)),
@@ -137,9 +156,7 @@ class Core(wiring.Component):
             "busy":     Out(1),
             "live":     Out(32),
             "nomem_count": Out(32),
-            **({"m_axi_store": Out(AXI4Signature(addr_width=64, data_width=64)),
-                "store_error": Out(1)}
-               if params.mappings and params.store == "axi" else {}),
+            **store_members,
         })
         # The blocks are built here, not in elaborate(), so that a testbench or a formal
         # harness can reach them (the table's payload memory, the executor's state).
@@ -152,7 +169,7 @@ class Core(wiring.Component):
                              for i in range(params.lookup_ports)]
         #: The mapping store, or None (built here for testbenches that read it).
         self.store = None
-        if params.mappings:
+        if params.mappings and not store_ports:
             from ..store.top import Store
             self.store = Store(params.store_params, memory=params.store,
                                base=params.store_base if params.store == "axi" else None)
@@ -198,6 +215,11 @@ class Core(wiring.Component):
             if p.store == "axi":
                 wiring.connect(m, store.m_axi, wiring.flipped(self.m_axi_store))
                 m.d.comb += self.store_error.eq(store.error)
+        elif self.store_ports:
+            # the store outside (a formal harness answers for it)
+            wiring.connect(m, executor.store_op, wiring.flipped(self.store_op))
+            wiring.connect(m, wiring.flipped(self.store_result), executor.store_result)
+        if p.mappings:
             for i, port in enumerate(self.lookup_ports):
                 m.d.comb += [
                     executor.miss_valid[i].eq(port.miss_valid),
@@ -205,7 +227,8 @@ class Core(wiring.Component):
                     port.miss_ack.eq(executor.miss_ack[i]),
                     port.absent_set.eq(executor.absent_set[i]),
                     port.absent_key.eq(executor.absent_key),
-                    port.absent_clear.eq(executor.absent_clear),
+                    # a device reset forgets them too (every domain is gone)
+                    port.absent_clear.eq(executor.absent_clear | self.clear),
                 ]
         else:
             m.d.comb += self.live.eq(self._count_valid(m, table))
