@@ -651,10 +651,12 @@ async def interrupts(dut):
     assert await b.regs.read32(MMIO.INTERRUPT_STATUS) == 0 and int(dut.irq.value) == 0
 
 
-def _inject_errors(b, start, end, *, reads=True, writes=True):
-    """Make the AxiRam answer SLVERR for accesses touching ``[start, end)`` (cocotbext-axi
-    turns an exception of ``_read`` / ``_write`` into SLVERR). Returns an undo function."""
-    rd, wr = b.ram.read_if, b.ram.write_if
+def _inject_errors(b, start, end, *, reads=True, writes=True, ram=None):
+    """Make the AxiRam (``b.ram``, or ``ram``) answer SLVERR for accesses touching
+    ``[start, end)`` (cocotbext-axi turns an exception of ``_read`` / ``_write`` into
+    SLVERR). Returns an undo function."""
+    ram = b.ram if ram is None else ram
+    rd, wr = ram.read_if, ram.write_if
     orig_r, orig_w = rd._read, wr._write
 
     async def _read(address, length):
@@ -672,6 +674,32 @@ def _inject_errors(b, start, end, *, reads=True, writes=True):
     def undo():
         del rd._read, wr._write
     return undo
+
+
+@cocotb.test()
+async def store_bus_error(dut):
+    """With a store in external memory: a bus error on a store read sets
+    DEVICE_NEEDS_RESET, and nothing read from the failing store is granted (the access is
+    denied, not left to retry); a device reset brings the store back, empty."""
+    b, drv = await _bring_up(dut)
+    if b.store_ram is None:
+        dut._log.info("no store in external memory: nothing to check")
+        return
+    ep = PARAMS.endpoint_ids[0]
+    await drv.request(M.attach(2, ep))
+    await drv.request(M.map_(2, 0x300 * G, 0x301 * G - 1, 0x5000 * G))
+    lo, hi = PARAMS.store_region
+    undo = _inject_errors(b, lo, hi + 1, writes=False, ram=b.store_ram)
+    (r,) = await b.lookups([(ep, 0x300 * G + 4, 0)])
+    assert r["allowed"] == 0 and r["retry"] == 0, r
+    assert await drv.status() & DeviceStatus.DEVICE_NEEDS_RESET
+    undo()
+    await drv.init()                                      # device reset
+    assert not await drv.status() & DeviceStatus.DEVICE_NEEDS_RESET
+    await drv.request(M.attach(2, ep), timeout=80000)
+    await drv.request(M.map_(2, 0x300 * G, 0x301 * G - 1, 0x5000 * G), timeout=80000)
+    (r,) = await b.lookups([(ep, 0x300 * G + 4, 0)])
+    assert r["allowed"] == 1 and r["phys"] == 0x5000 * G + 4, r
 
 
 def _slow_reads(b, cycles):

@@ -60,7 +60,7 @@ def test_store_in_external_memory(simulator):
     """The device with a mapping store behind ``m_axi_store`` (a RAM of its own): the
     driver flow, random requests and lookups (misses answered retry, presented again),
     fault reports, the registers and the store's region."""
-    tests = ["linux_flow", "random_requests", "live_and_nomem_registers"]
+    tests = ["linux_flow", "random_requests", "live_and_nomem_registers", "store_bus_error"]
     if simulator == "icarus":
         tests = ["live_and_nomem_registers"]
     for t in tests:

@@ -65,7 +65,6 @@ class _Registers:
         # --- mapping store (params.mappings) --------------------------------------------
         if params.mappings:
             sp = params.store_params
-            self.kill_store = Signal()              # APPLY: the endpoint's domain died
             self.kill_slot = Signal(dslot_bits)
             self.fill_port = Signal(params.lookup_ports)    # one-hot: whose miss
             self.fill_key = Signal(lookup_miss_layout(params))
@@ -199,6 +198,8 @@ class Executor(wiring.Component):
                 "absent_set":    Out(ports),
                 "absent_key":    Out(lookup_miss_layout(params)),
                 "absent_clear":  Out(1),
+                # the store's memory answered a bus error: its records are not trusted
+                "store_failed":  In(1),
             })
         super().__init__(members)
 
@@ -409,8 +410,10 @@ class Executor(wiring.Component):
                 self.table_query_y.eq(dec.query_y),
                 self.table_query_dslot.eq(dec.query_dslot),
             ]
-            # CHECK queries again for UNMAP's coverage test.
-            m.d.comb += self.table_query_next.eq(dec.t_unmap)
+            # CHECK queries again for UNMAP's coverage test (without a store: with one, the
+            # store decides coverage).
+            if not self._params.mappings:
+                m.d.comb += self.table_query_next.eq(dec.t_unmap)
             m.next = "CHECK"
 
     def _check(self, m, r, ep_index, ep_cur):
@@ -734,7 +737,8 @@ class Executor(wiring.Component):
             m.d.comb += res.ready.eq(1)
             with m.If(res.valid):
                 m.d.sync += r.fill_rec.eq(res.payload.record)
-                with m.If(res.payload.status == StoreStatus.OK):
+                # nothing read from a store whose memory failed is installed
+                with m.If((res.payload.status == StoreStatus.OK) & ~self.store_failed):
                     m.next = "FILL_PREP"
                 with m.Else():
                     m.d.comb += [self.absent_set.eq(r.fill_port), self.absent_key.eq(key)]

@@ -97,7 +97,8 @@ class LookupPort(wiring.Component):
     absent register. A miss does not stop the port: the following lookups are answered
     as usual, hits at once, other misses with ``retry`` (one miss waits per port).
 
-    * ``miss_valid``, ``miss`` (Out): the waiting miss; ``miss_ack`` (In) takes it.
+    * ``miss_valid``, ``miss`` (Out): the waiting miss; ``miss_ack`` (In) takes it;
+      ``clear`` (In, a device reset) drops it.
     * ``absent_set`` (In): the next absent register in turn := ``absent_key`` (In);
       ``absent_clear`` (In, wins): forget them all (a MAP or an ATTACH may have made a
       page mapped).
@@ -133,6 +134,7 @@ class LookupPort(wiring.Component):
                 "absent_set":   In(1),
                 "absent_key":   In(lookup_miss_layout(params)),
                 "absent_clear": In(1),
+                "clear":        In(1),
             })
         if query:
             members.update({
@@ -348,7 +350,7 @@ class LookupPort(wiring.Component):
             # without it (the absent register); one miss waits per port
             retry = use_map & c.in_range & ~s1_range.any() & ~c.absent
             miss_valid = Signal(name="miss_valid")
-            with m.If(self.miss_ack):
+            with m.If(self.miss_ack | self.clear):
                 m.d.sync += miss_valid.eq(0)
             with m.If(c.valid & retry & ~miss_valid):
                 m.d.sync += [miss_valid.eq(1), self.miss.dslot.eq(c.dslot),

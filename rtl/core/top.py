@@ -214,7 +214,8 @@ class Core(wiring.Component):
             m.d.comb += self.live.eq(store.live)
             if p.store == "axi":
                 wiring.connect(m, store.m_axi, wiring.flipped(self.m_axi_store))
-                m.d.comb += self.store_error.eq(store.error)
+                m.d.comb += [self.store_error.eq(store.error),
+                             executor.store_failed.eq(store.error)]
         elif self.store_ports:
             # the store outside (a formal harness answers for it)
             wiring.connect(m, executor.store_op, wiring.flipped(self.store_op))
@@ -229,6 +230,7 @@ class Core(wiring.Component):
                     port.absent_key.eq(executor.absent_key),
                     # a device reset forgets them too (every domain is gone)
                     port.absent_clear.eq(executor.absent_clear | self.clear),
+                    port.clear.eq(self.clear),
                 ]
         else:
             m.d.comb += self.live.eq(self._count_valid(m, table))

@@ -43,7 +43,8 @@ class DMAStoreMemory(wiring.Component):
         4 KiB.
     error : Out(1)
         Sticky: a DMA read or write answered an error. The store's contents can no longer
-        be trusted; the device must be reset.
+        be trusted; the device must be reset. Until then every pointer it answers is NULL,
+        so no walk follows undefined bytes.
     clear : In(1)
         The engine is being reset (a device reset). The memory is *not* reset with it: a
         bus transaction cannot be abandoned halfway. It finishes the DMA command under
@@ -105,8 +106,11 @@ class DMAStoreMemory(wiring.Component):
             dma.wr_cmd.payload.addr.eq(addr), dma.wr_cmd.payload.len.eq(length),
             dma.wr_data.payload.data.eq(wbuf.word_select(beat, 8 * w)),
             dma.wr_data.payload.last.eq(beat == (length - 1) // w),
-            rdata.payload.ptr.eq(Mux(op == MemOp.READ_HEAD, rbuf[:p.ptr_bits],
-                                     rbuf[8 * NEXT_OFFSET:8 * NEXT_OFFSET + p.ptr_bits])),
+            # After a bus error every pointer reads NULL: the bytes are undefined, and a
+            # walk must not follow them (it could loop forever).
+            rdata.payload.ptr.eq(Mux(self.error, p.null,
+                                     Mux(op == MemOp.READ_HEAD, rbuf[:p.ptr_bits],
+                                         rbuf[8 * NEXT_OFFSET:8 * NEXT_OFFSET + p.ptr_bits]))),
             rdata.payload.body.eq(rbuf[:body_bits]),
         ]
         # After ``clear``: finish the command under way, answer nothing, then go idle

@@ -113,7 +113,8 @@ class VirtioIOMMUMMIO(wiring.Component):
         Level interrupt: InterruptStatus != 0.
     lookup : Out(flat_lookup_signature(endpoint_width)).array(lookup_ports)
         Translation lookups (see :class:`~viommu.rtl.core.top.Core`): ``lookup_<i>_req_valid``,
-        ``_req_ready`` (out: 0 for one cycle per request, two per UNMAP, on port 0),
+        ``_req_ready`` (out: 0 for one cycle per request, two per UNMAP, on port 0; with
+        a store, one per request and one per fill that finds a record),
         ``_req_endpoint``, ``_req_iova``, ``_req_write`` in; ``lookup_<i>_resp_valid``,
         ``_resp_allowed``, ``_resp_phys``, ``_resp_mmio``, ``_resp_via``, ``_resp_reason``,
         ``_resp_flags``, ``_resp_endpoint``, ``_resp_iova``, ``_resp_write``, ``_resp_retry``
