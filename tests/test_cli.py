@@ -40,6 +40,9 @@ def test_generate_mmio(tmp_path, capsys):
     (["--bypass-init", "1", "--features", "version_1,map_unmap"], "needs the BYPASS_CONFIG"),
     (["--fault-queue-depth", "0"], "fault_queue_depth must be an integer in 1..1024"),
     (["--entries", "0"], "entries"),
+    (["--mappings", "2000000"], "mappings must be in"),
+    (["--store", "dram"], "invalid choice"),
+    (["--store-base", "0x1004"], "store_base 0x1004 must be a multiple of 32"),
 ])
 def test_generate_mmio_bad_parameters(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exc:
