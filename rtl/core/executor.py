@@ -620,6 +620,15 @@ class Executor(wiring.Component):
 
     # --- with a mapping store -----------------------------------------------------------
 
+    def _ask_store(self, m, then, **fields):
+        """Offer the store the operation whose payload fields are ``fields``; once it is
+        taken, go to state ``then`` (which takes the result)."""
+        op = self.store_op
+        m.d.comb += op.valid.eq(1)
+        m.d.comb += [getattr(op.payload, name).eq(value) for name, value in fields.items()]
+        with m.If(op.ready):
+            m.next = then
+
     def _store_states(self, m, r):
         """MAP_STORE, MAP_RESULT: the store inserts the mapping unless it overlaps one of
         the domain's or the store is full. UNMAP_STORE, UNMAP_RESULT: the store removes
@@ -627,24 +636,15 @@ class Executor(wiring.Component):
         KILL_STORE, KILL_RESULT: a domain died; its mappings leave the store."""
         p = self._params
         shift, ib = p.page_shift, p.iova_bits
-        op, res = self.store_op, self.store_result
+        res = self.store_result
         map_ = MapReq(r.buf[:288])
         unmap = UnmapReq(r.buf[:224])
 
         with m.State("MAP_STORE"):
-            m.d.comb += [
-                op.valid.eq(1),
-                op.payload.op.eq(StoreOp.MAP),
-                op.payload.slot.eq(r.d.dom_slot),
-                op.payload.start.eq(map_.virt_start[shift:ib]),
-                op.payload.end.eq(map_.virt_end[shift:ib]),
-                op.payload.phys.eq(map_.phys_start[shift:]),
-                op.payload.read.eq(map_.flags[0]),
-                op.payload.write.eq(map_.flags[1]),
-                op.payload.mmio.eq(map_.flags[2]),
-            ]
-            with m.If(op.ready):
-                m.next = "MAP_RESULT"
+            self._ask_store(m, "MAP_RESULT", op=StoreOp.MAP, slot=r.d.dom_slot,
+                            start=map_.virt_start[shift:ib], end=map_.virt_end[shift:ib],
+                            phys=map_.phys_start[shift:], read=map_.flags[0],
+                            write=map_.flags[1], mmio=map_.flags[2])
 
         with m.State("MAP_RESULT"):
             m.d.comb += res.ready.eq(1)
@@ -661,17 +661,10 @@ class Executor(wiring.Component):
                     self._count_nomem(m, r)
 
         with m.State("UNMAP_STORE"):
-            m.d.comb += [
-                op.valid.eq(1),
-                op.payload.op.eq(StoreOp.UNMAP),
-                op.payload.slot.eq(r.d.dom_slot),
-                op.payload.start.eq(unmap.virt_start[shift:ib]),
-                op.payload.end.eq(unmap.virt_end[shift:ib]),
-                op.payload.start_partial.eq(unmap.virt_start[:shift] != 0),
-                op.payload.end_partial.eq(~unmap.virt_end[:shift] != 0),
-            ]
-            with m.If(op.ready):
-                m.next = "UNMAP_RESULT"
+            self._ask_store(m, "UNMAP_RESULT", op=StoreOp.UNMAP, slot=r.d.dom_slot,
+                            start=unmap.virt_start[shift:ib], end=unmap.virt_end[shift:ib],
+                            start_partial=unmap.virt_start[:shift] != 0,
+                            end_partial=~unmap.virt_end[:shift] != 0)
 
         with m.State("UNMAP_RESULT"):
             m.d.comb += res.ready.eq(1)
@@ -682,10 +675,7 @@ class Executor(wiring.Component):
                     self._respond(m, r, Status.RANGE)
 
         with m.State("KILL_STORE"):
-            m.d.comb += [op.valid.eq(1), op.payload.op.eq(StoreOp.KILL),
-                         op.payload.slot.eq(r.kill_slot)]
-            with m.If(op.ready):
-                m.next = "KILL_RESULT"
+            self._ask_store(m, "KILL_RESULT", op=StoreOp.KILL, slot=r.kill_slot)
 
         with m.State("KILL_RESULT"):
             m.d.comb += res.ready.eq(1)
@@ -706,7 +696,7 @@ class Executor(wiring.Component):
         requests wait for it to finish, and no request's change happens during one."""
         p = self._params
         n, ports = p.entries, p.lookup_ports
-        op, res = self.store_op, self.store_result
+        res = self.store_result
         key = r.fill_key
 
         def back():
@@ -728,10 +718,7 @@ class Executor(wiring.Component):
             m.next = "FILL_FIND"
 
         with m.State("FILL_FIND"):
-            m.d.comb += [op.valid.eq(1), op.payload.op.eq(StoreOp.FIND),
-                         op.payload.slot.eq(key.dslot), op.payload.start.eq(key.page)]
-            with m.If(op.ready):
-                m.next = "FILL_WAIT"
+            self._ask_store(m, "FILL_WAIT", op=StoreOp.FIND, slot=key.dslot, start=key.page)
 
         with m.State("FILL_WAIT"):
             m.d.comb += res.ready.eq(1)
