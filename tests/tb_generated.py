@@ -30,7 +30,7 @@ async def first_contact(dut):
     g = PARAMS.granule
     iova, phys = 0x40 * g, 0x1234 * g
     # a mapping store in external memory clears its heads after reset first (65,536
-    # heads: 256 KiB in 4 KiB bursts, about 34,000 cycles); a MAP waits for it
+    # heads: 256 KiB in 4 KiB bursts, 33,218 cycles at best); a MAP waits for it
     timeout = 80000 if b.store_ram is not None else 20000
     for req in (M.attach(1, ep), M.map_(1, iova, iova + 2 * g - 1, phys, MapFlag.READ)):
         c = await drv.request(req, timeout=timeout)

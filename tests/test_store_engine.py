@@ -215,3 +215,54 @@ def test_external_store_errors_are_reported():
     sim.add_testbench(serve, background=True)
     sim.run()
     assert seen == [1]
+
+
+def test_external_heads_cleared_in_bursts():
+    """After a reset the heads of a store in external memory are cleared in 4 KiB bursts:
+    4,096 heads (16 KiB, 2,048 beats of 64 bits) are cleared in little more than 2,048
+    cycles behind a slave that never stalls, every burst with its wlast on its last beat
+    and every byte written NULL (the 65,536-mapping default: 33,218 cycles)."""
+    from amaranth.sim import Simulator
+    from viommu.rtl.store.top import Store
+    from viommu.rtl.store.dma_memory import RECORD_BYTES
+    sp = StoreParams(capacity=4096, page_bits=20, slots=4)
+    base = 1 << 32
+    dut = Store(sp, memory="axi", base=base)
+    heads = base + RECORD_BYTES * sp.capacity
+    written = {}
+    out = {}
+
+    async def tb(ctx):
+        bus = dut.m_axi
+        ctx.set(bus.awready, 1)
+        ctx.set(bus.wready, 1)
+        bursts, beat, bq, cycle = [], 0, [], 0
+        while not ctx.get(dut.ready):
+            if ctx.get(bus.awvalid):
+                bursts.append((ctx.get(bus.awaddr), ctx.get(bus.awlen)))
+            if ctx.get(bus.wvalid):
+                addr, length = bursts[0]
+                assert ctx.get(bus.wlast) == (beat == length), (cycle, beat, length)
+                assert ctx.get(bus.wstrb) == 0xff
+                written[addr + 8 * beat] = ctx.get(bus.wdata)
+                beat += 1
+                if beat > length:
+                    bursts.pop(0)
+                    beat = 0
+                    bq.append(cycle + 3)
+            ctx.set(bus.bvalid, bool(bq) and bq[0] <= cycle)
+            if bq and bq[0] <= cycle and ctx.get(bus.bready):
+                bq.pop(0)
+            await ctx.tick()
+            cycle += 1
+            assert cycle < 10000, "the heads were not cleared"
+        out["cycles"] = cycle
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    null = sp.null | sp.null << 32
+    assert sorted(written) == [heads + 8 * k for k in range(sp.n_heads // 2)]
+    assert set(written.values()) == {null}
+    assert 2048 <= out["cycles"] <= 2150, out

@@ -81,8 +81,9 @@ class Core(wiring.Component):
     lookup : Out(LookupSignature).array(lookup_ports)
         Translation lookup ports, one lookup per cycle each, answered 3 cycles later.
         Port 0's comparators also answer the executor's management queries: its
-        ``req.ready`` is 0 for one cycle per request (two per UNMAP); the other ports'
-        ``ready`` is always 1.
+        ``req.ready`` is 0 for one cycle per request (two per UNMAP; with a store, one
+        per request and one per fill that finds a record); the other ports' ``ready`` is
+        always 1.
     features : In(Features)
         Negotiated features (only the device-specific ones matter here).
     bypass : In(1)
